@@ -1,0 +1,1 @@
+"""Dataset converters (Label Studio ⇄ COCO ⇄ RRSIS-D) and the ``pslg`` command line."""

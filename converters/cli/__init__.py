@@ -1,0 +1,1 @@
+"""The ``pslg`` Typer application; each module registers one family of sub-commands."""
