@@ -1,0 +1,34 @@
+"""Stage-2 segmenters: SAM (weights needed) and the weights-free classical segmenter, behind one interface.
+
+Use :func:`build_segmenter` rather than the classes when the choice comes from configuration: it keeps the
+"no checkpoint → classical" rule in one place for the CLI, the backend and the benchmarks. The factory takes
+arguments only; reading environment variables (``PSLG_SAM_CHECKPOINT`` ...) is the job of the CLI / backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from annotate.segmenters.base import Segmenter
+
+__all__ = ["Segmenter", "build_segmenter"]
+
+
+def build_segmenter(
+    checkpoint: Optional[str | Path] = None,
+    model_type: str = "vit_b",
+    device: str = "auto",
+    cache_size: int = 8,
+) -> Segmenter:
+    """A ``SamSegmenter`` for ``checkpoint`` (on ``device``), or the ``ClassicalSegmenter`` when it is None.
+
+    Heavy imports (torch, segment_anything) are only paid when a checkpoint is given.
+    """
+    if checkpoint is None or str(checkpoint).strip() == "":
+        from annotate.segmenters.classical import ClassicalSegmenter
+
+        return ClassicalSegmenter()
+    from annotate.segmenters.sam import SamSegmenter
+
+    return SamSegmenter(checkpoint, model_type=model_type, device=device, cache_size=cache_size)

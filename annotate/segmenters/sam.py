@@ -1,0 +1,469 @@
+"""Stage 2 with the real Segment Anything Model (``segment_anything.SamPredictor``), with an embedding cache.
+
+Why a cache: SAM's image encoder costs seconds per image on a GPU-less machine (ViT-B ≈ 25 s on 2 cores) and
+tens of milliseconds on a GPU, while the mask decoder answers a prompt in ≈ 0.1 s / 1 ms. An annotator sends
+many prompts per image and flips back and forth between images, so :class:`SamSegmenter` keeps the last
+``cache_size`` image embeddings (LRU, keyed by image *content* + model name): N prompts on one image cost one
+encoder pass, and coming back to an earlier image costs none.
+
+Thread safety: one ``SamSegmenter`` may serve concurrent requests (the ML backend). The model itself is used
+under one lock (encoder and decoder calls are serialised — one GPU does not run two of them faster anyway),
+and the image a thread last passed to :meth:`SamSegmenter.set_image` is remembered **per thread**, so
+``set_image(a)`` / ``predict`` in one thread cannot be answered on image ``b`` that another thread set in
+between.
+
+Checkpoints: the official SAM files (bare ``state_dict``, vit_h / vit_l / vit_b) and self-describing files
+written by :func:`save_sam_checkpoint` (``{"format": "pslg-sam/1", "architecture": {...}, "state_dict":
+{...}}``), whose embedded architecture is used instead of ``model_type``: that is how tests and
+``pslg segment`` load tiny models, and how a fine-tuned variant with another architecture can be shipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor, sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from annotate.device import resolve_device
+from annotate.segmenters.base import Segmenter
+from annotate.types import SegmentationOutput
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "OFFICIAL_MODEL_TYPES",
+    "SamArchitecture",
+    "SamCheckpointError",
+    "SamCheckpointNotFoundError",
+    "SamSegmenter",
+    "build_sam_from_architecture",
+    "detect_model_type",
+    "save_sam_checkpoint",
+]
+
+#: Value of the ``format`` key of a self-describing checkpoint.
+CHECKPOINT_FORMAT = "pslg-sam/1"
+
+#: The official architectures, by (encoder width, encoder depth) as found in a state_dict.
+_OFFICIAL_BY_SHAPE: dict[tuple[int, int], str] = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
+OFFICIAL_MODEL_TYPES: tuple[str, ...] = ("vit_h", "vit_l", "vit_b")
+#: What to suggest to ``pslg models pull`` when a checkpoint of a model type is missing.
+_PULL_NAME = {"vit_h": "vit_h", "vit_l": "vit_l", "vit_b": "vit_b", "default": "vit_h", "auto": "vit_b"}
+
+_ENCODER_KEY = "image_encoder.patch_embed.proj.weight"
+
+
+class SamCheckpointError(ValueError):
+    """A SAM checkpoint cannot be used (unreadable, not SAM, or not the requested architecture)."""
+
+
+class SamCheckpointNotFoundError(SamCheckpointError, FileNotFoundError):
+    """The SAM checkpoint file does not exist."""
+
+
+@dataclass(frozen=True)
+class SamArchitecture:
+    """Every number that defines a SAM network, so a checkpoint can carry its own architecture.
+
+    The defaults are those shared by the official vit_h / vit_l / vit_b builders of ``segment_anything``.
+    """
+
+    name: str
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    image_size: int = 1024
+    patch_size: int = 16
+    encoder_mlp_ratio: float = 4.0
+    encoder_window_size: int = 14
+    prompt_embed_dim: int = 256
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    mask_in_chans: int = 16
+    num_multimask_outputs: int = 3
+    pixel_mean: tuple[float, float, float] = field(default=(123.675, 116.28, 103.53))
+    pixel_std: tuple[float, float, float] = field(default=(58.395, 57.12, 57.375))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
+        d["pixel_mean"] = list(self.pixel_mean)
+        d["pixel_std"] = list(self.pixel_std)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SamArchitecture":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SAM architecture fields {sorted(unknown)}")
+        d = dict(data)
+        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def build_sam_from_architecture(arch: SamArchitecture) -> Sam:
+    """Build a ``Sam`` (eval mode, random weights) exactly as ``segment_anything.build_sam`` does for ``arch``."""
+    embedding = arch.image_size // arch.patch_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=arch.encoder_depth,
+            embed_dim=arch.encoder_embed_dim,
+            img_size=arch.image_size,
+            mlp_ratio=arch.encoder_mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=arch.encoder_num_heads,
+            patch_size=arch.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=tuple(arch.encoder_global_attn_indexes),
+            window_size=arch.encoder_window_size,
+            out_chans=arch.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=arch.prompt_embed_dim,
+            image_embedding_size=(embedding, embedding),
+            input_image_size=(arch.image_size, arch.image_size),
+            mask_in_chans=arch.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=arch.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=arch.decoder_depth,
+                embedding_dim=arch.prompt_embed_dim,
+                mlp_dim=arch.decoder_mlp_dim,
+                num_heads=arch.decoder_num_heads,
+            ),
+            transformer_dim=arch.prompt_embed_dim,
+            iou_head_depth=arch.iou_head_depth,
+            iou_head_hidden_dim=arch.iou_head_hidden_dim,
+        ),
+        pixel_mean=list(arch.pixel_mean),
+        pixel_std=list(arch.pixel_std),
+    )
+    sam.eval()
+    return sam
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_sam_checkpoint(sam: Sam, architecture: SamArchitecture, path: str | Path) -> Path:
+    """Write ``sam``'s weights with its architecture (a self-describing checkpoint) atomically; return the path."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in sam.state_dict().items()}
+    _atomic_torch_save({"format": CHECKPOINT_FORMAT, "architecture": architecture.to_dict(), "state_dict": state}, path)
+    return path
+
+
+def detect_model_type(state_dict: dict[str, Any]) -> Optional[str]:
+    """``vit_h`` / ``vit_l`` / ``vit_b`` for an official-shaped state_dict, None for anything else."""
+    weight = state_dict.get(_ENCODER_KEY)
+    if weight is None:
+        return None
+    depth = len({k.split(".")[2] for k in state_dict if k.startswith("image_encoder.blocks.")})
+    return _OFFICIAL_BY_SHAPE.get((int(weight.shape[0]), depth))
+
+
+def _weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """A short digest of the weights themselves, cheap even for ViT-H (2.5 GB).
+
+    Per tensor: name, dtype, shape, its float64 sum and its first and last 4 KiB. Any training step changes
+    the sums and edges of the tensors it updates (fine-tuning only the mask decoder included), while the
+    file name, its location, mtime or container format (official bare state_dict vs. ours) do not matter.
+    """
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel() == 0:
+            continue
+        h.update(repr(float(t.double().sum())).encode())
+        raw = t.cpu().contiguous().view(-1).view(torch.uint8) if t.dtype != torch.bool else t.cpu().to(torch.uint8).view(-1)
+        h.update(raw[:4096].numpy().tobytes())
+        h.update(raw[-4096:].numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], Optional[SamArchitecture]]:
+    """Return ``(state_dict, embedded architecture or None)`` of a checkpoint file."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean "not a checkpoint"
+        raise SamCheckpointError(f"cannot read SAM checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise SamCheckpointError(f"SAM checkpoint {path} holds a {type(obj).__name__}, not a state_dict")
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        try:
+            arch = SamArchitecture.from_dict(obj["architecture"])
+            return obj["state_dict"], arch
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SamCheckpointError(f"SAM checkpoint {path} has a broken architecture block: {exc}") from exc
+    for wrapper in ("model", "state_dict"):  # common wrappers of fine-tuning scripts
+        if _ENCODER_KEY not in obj and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    return obj, None
+
+
+MultimaskMode = Literal["auto", "always", "never"]
+
+
+@dataclass
+class _Embedding:
+    """What SamPredictor needs to answer prompts on one image without re-running the encoder."""
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+class SamSegmenter(Segmenter):
+    """SAM behind the :class:`~annotate.segmenters.base.Segmenter` interface, with an LRU embedding cache.
+
+    ``checkpoint`` is an official SAM file (``model_type`` vit_h / vit_l / vit_b, or ``"auto"`` to detect it
+    from the weights) or a self-describing file from :func:`save_sam_checkpoint`. Use :meth:`from_model` for an
+    already built ``Sam``. ``cache_size`` image embeddings are kept (0 disables the cache).
+
+    Multimask choice (``multimask="auto"``): a prompt with a box, or with several points, is unambiguous and
+    SAM's authors recommend ``multimask_output=False`` for it (the single-mask token was trained for exactly
+    that); a single point alone is ambiguous (part / object / group), so SAM returns three masks and the one
+    with the highest predicted IoU is kept. ``"always"`` / ``"never"`` force one behaviour.
+
+    The returned ``score`` is SAM's predicted IoU of the kept mask, clipped to [0, 1] (the IoU head is an
+    unbounded regressor and can stray slightly outside).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None,
+        model_type: str = "vit_b",
+        device: str | torch.device = "auto",
+        cache_size: int = 8,
+        model: Sam | None = None,
+        multimask: MultimaskMode = "auto",
+        name: str | None = None,
+    ) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
+        if multimask not in ("auto", "always", "never"):
+            raise ValueError(f"multimask must be auto, always or never, got {multimask!r}")
+        self.device = resolve_device(device)
+        self.cache_size = cache_size
+        self.multimask: MultimaskMode = multimask
+        if model is not None:
+            sam = model
+            self.model_type = model_type
+            self.checkpoint: Optional[Path] = Path(checkpoint) if checkpoint is not None else None
+            self.name = name or f"sam-{model_type}-{_weights_digest(sam.state_dict())}"
+        else:
+            if checkpoint is None:
+                raise SamCheckpointError("SamSegmenter needs a checkpoint path (or model=); for no weights use ClassicalSegmenter")
+            sam, self.model_type, self.checkpoint = self._load(Path(checkpoint), model_type)
+            self.name = name or f"sam-{self.model_type}-{_weights_digest(sam.state_dict())}"
+        self.model: Sam = sam.to(self.device).eval()
+        self._predictor = SamPredictor(self.model)
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[str, _Embedding] = OrderedDict()
+        self._local = threading.local()
+        self.hits = 0
+        self.misses = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_model(
+        cls,
+        sam: Sam,
+        *,
+        model_type: str = "custom",
+        device: str | torch.device = "auto",
+        cache_size: int = 8,
+        multimask: MultimaskMode = "auto",
+        name: str | None = None,
+    ) -> "SamSegmenter":
+        """Wrap an already built ``Sam`` (tests, benchmarks, notebooks). ``name`` defaults to a weights digest."""
+        return cls(None, model_type=model_type, device=device, cache_size=cache_size, model=sam, multimask=multimask, name=name)
+
+    @staticmethod
+    def _load(path: Path, model_type: str) -> tuple[Sam, str, Path]:
+        requested = model_type.strip().lower()
+        if requested not in sam_model_registry and requested != "auto":
+            raise SamCheckpointError(
+                f"unknown SAM model type {model_type!r}; choose one of {', '.join(OFFICIAL_MODEL_TYPES)} or auto"
+            )
+        if not path.is_file():
+            raise SamCheckpointNotFoundError(
+                f"SAM checkpoint not found: {path}; run `pslg models pull {_PULL_NAME.get(requested, 'vit_b')}`"
+            )
+        state_dict, arch = _read_checkpoint(path)
+        if arch is not None:
+            sam = build_sam_from_architecture(arch)
+            resolved = arch.name
+        else:
+            detected = detect_model_type(state_dict)
+            if detected is None:
+                raise SamCheckpointError(
+                    f"SAM checkpoint {path} does not hold an official SAM architecture "
+                    f"(no {_ENCODER_KEY!r} with a known width/depth); is it a SAM checkpoint?"
+                )
+            resolved = "vit_h" if requested == "default" else requested
+            if resolved == "auto":
+                resolved = detected
+            if detected != resolved:
+                raise SamCheckpointError(
+                    f"SAM checkpoint {path} holds a {detected} model but model type {resolved} was requested; "
+                    f"pass --model-type {detected} (or auto)"
+                )
+            sam = sam_model_registry[resolved](checkpoint=None)
+        try:
+            sam.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise SamCheckpointError(
+                f"SAM checkpoint {path} does not match the {resolved} architecture: {' '.join(first[:3])}"
+            ) from exc
+        return sam, resolved, path
+
+    # ------------------------------------------------------------------ cache
+    def cache_info(self) -> dict[str, int]:
+        """Hits, misses (= encoder passes), entries currently held and capacity."""
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "size": len(self._cache), "capacity": self.cache_size}
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _cache_key(self, image_key: str) -> str:
+        return f"{self.name}:{image_key}"
+
+    # ------------------------------------------------------------------ Segmenter
+    def set_image(self, image: np.ndarray, image_key: Optional[str] = None) -> None:
+        """Encode ``image`` (H×W×3 uint8 RGB), or take its embedding from the cache.
+
+        ``image_key`` should identify the pixels (``annotate.image_io.image_key``); when None it is computed
+        here. Two images with the same key are assumed identical.
+        """
+        image = _check_image(image)
+        if image_key is None:
+            from annotate.image_io import image_key as content_key
+
+            image_key = content_key(image)
+        key = self._cache_key(image_key)
+        with self._lock:
+            emb = self._cache.get(key)
+            if emb is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+            else:
+                self.misses += 1
+                self._predictor.set_image(image, image_format="RGB")
+                emb = _Embedding(
+                    features=self._predictor.features,
+                    original_size=tuple(self._predictor.original_size),
+                    input_size=tuple(self._predictor.input_size),
+                )
+                if self.cache_size > 0:
+                    self._cache[key] = emb
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        self._local.embedding = emb
+
+    def predict(
+        self,
+        box: Optional[np.ndarray] = None,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+    ) -> SegmentationOutput:
+        emb: Optional[_Embedding] = getattr(self._local, "embedding", None)
+        if emb is None:
+            raise RuntimeError("SamSegmenter.predict called before set_image (in this thread)")
+        h, w = emb.original_size
+        box_arr, coords, labels = _check_prompt(box, point_coords, point_labels, w, h)
+        n_points = 0 if coords is None else len(coords)
+        if self.multimask == "always":
+            multimask = True
+        elif self.multimask == "never":
+            multimask = False
+        else:
+            multimask = box_arr is None and n_points == 1
+        with self._lock:
+            p = self._predictor
+            p.features, p.original_size, p.input_size, p.is_image_set = emb.features, emb.original_size, emb.input_size, True
+            masks, ious, _ = p.predict(point_coords=coords, point_labels=labels, box=box_arr, multimask_output=multimask)
+        best = int(np.argmax(ious))
+        return SegmentationOutput(mask=masks[best].astype(bool), score=float(np.clip(ious[best], 0.0, 1.0)))
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"SAM expects an H×W×3 RGB image, got shape {shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"SAM expects a uint8 image, got {image.dtype} (load images with annotate.image_io.load_image)")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _check_prompt(
+    box: Optional[np.ndarray],
+    point_coords: Optional[np.ndarray],
+    point_labels: Optional[np.ndarray],
+    width: int,
+    height: int,
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+    """Validate a prompt against the image size; clip a box that sticks out. Raises ValueError with the reason."""
+    box_arr = None
+    if box is not None:
+        box_arr = np.asarray(box, dtype=np.float64).reshape(-1)
+        if box_arr.shape != (4,) or not np.all(np.isfinite(box_arr)):
+            raise ValueError(f"box must be 4 finite numbers x0,y0,x1,y1, got {np.asarray(box).tolist()}")
+        x0, y0, x1, y1 = box_arr
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(f"empty box {box_arr.tolist()}: need x0 < x1 and y0 < y1")
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            raise ValueError(f"box {box_arr.tolist()} lies outside the {width}×{height} image")
+        box_arr = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))])
+    coords = labels = None
+    if point_coords is not None and np.asarray(point_coords).size > 0:
+        coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
+        if point_labels is None:
+            raise ValueError("point_labels are required with point_coords (1 = foreground, 0 = background)")
+        labels = np.asarray(point_labels).reshape(-1).astype(np.int64)
+        if len(labels) != len(coords):
+            raise ValueError(f"{len(coords)} points but {len(labels)} point labels")
+        if not np.all(np.isin(labels, (0, 1))):
+            raise ValueError(f"point labels must be 0 or 1, got {labels.tolist()}")
+        if not np.all(np.isfinite(coords)):
+            raise ValueError(f"points must be finite, got {coords.tolist()}")
+        outside = (coords[:, 0] < 0) | (coords[:, 1] < 0) | (coords[:, 0] >= width) | (coords[:, 1] >= height)
+        if outside.any():
+            raise ValueError(f"point {coords[np.argmax(outside)].tolist()} lies outside the {width}×{height} image")
+    if box_arr is None and coords is None:
+        raise ValueError("a prompt needs a box or at least one point")
+    return box_arr, coords, labels
