@@ -1,7 +1,32 @@
-"""Sub-commands of `pslg` for this area (being written)."""
+"""``pslg serve``: the Label Studio ML backend (see docs/backend.md)."""
+
+from __future__ import annotations
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``pslg serve`` to ``app``."""
+
+    @app.command("serve")
+    def serve_command(
+        host: str = typer.Option("0.0.0.0", "--host", help="Interface to listen on."),
+        port: int = typer.Option(9090, "--port", help="Port (Label Studio's ML backends default to 9090)."),
+        threads: int = typer.Option(8, "--threads", help="gunicorn threads of the single worker."),
+        dev: bool = typer.Option(False, "--dev", help="Flask's development server instead of gunicorn."),
+    ) -> None:
+        """Serve the Label Studio ML backend: batch pre-labels, interactive refinement, learning from corrections.
+
+        Configured by environment variables (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY, MODEL_DIR, BASIC_AUTH_USER,
+        BASIC_AUTH_PASS, PSLG_SAM_CHECKPOINT, PSLG_SAM_MODEL_TYPE, PSLG_GROUNDING_MODEL, PSLG_DEVICE,
+        PSLG_TRAIN_EVERY, ...); with none set it runs weights-free (classical segmenter, boxes from the tasks).
+        """
+        from backend.config import Settings
+        from backend.server import serve
+
+        try:
+            settings = Settings.from_env()
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        typer.echo(f"pslg backend on http://{host}:{port} (models load in the background; see /health)", err=True)
+        serve(host=host, port=port, threads=threads, dev=dev, settings=settings)

@@ -1,0 +1,238 @@
+"""``pslg validate`` and ``pslg stats`` for COCO folders/files and RRSIS-layout datasets.
+
+Validation is what a training run would otherwise discover hours in: masks that do not decode, masks or
+images whose size disagrees with ``images[]``, boxes outside the image, refs pointing at nothing, duplicate
+ids, an image in two splits. Every finding names the record; the whole dataset is always checked.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from converters.labelstudio import ImageResolveError, image_size
+from converters.model import Report
+from converters.rrsis import find_rrsis_files, tokenize
+from converters.segm import SegmentationError, to_rle_list
+
+#: Mask area bins (pixels) for the histogram: COCO's small / medium / large split, refined.
+AREA_BINS: tuple[int, ...] = (0, 16**2, 32**2, 64**2, 96**2, 128**2, 256**2, 512**2)
+
+
+@dataclass
+class Dataset:
+    kind: str  # "coco" | "rrsis"
+    instances_path: Path
+    image_dir: Optional[Path]
+    refs_path: Optional[Path] = None
+    instances: dict = field(default_factory=dict)
+    refs: Optional[list[dict]] = None
+
+
+def open_dataset(path: Path, image_dir: Optional[Path] = None) -> Dataset:
+    """Detect the layout: an RRSIS root / dataset folder (``refs(*).p``), or a COCO JSON file / folder."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            refs_path, inst_path, found_dir = find_rrsis_files(path)
+        except FileNotFoundError:
+            refs_path = None
+        if refs_path is not None:
+            with open(refs_path, "rb") as fh:
+                refs = pickle.load(fh)
+            with open(inst_path, encoding="utf-8") as fh:
+                inst = json.load(fh)
+            return Dataset("rrsis", inst_path, Path(image_dir) if image_dir else found_dir, refs_path, inst, refs)
+        for name in ("annotations.json", "instances.json"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise FileNotFoundError(f"{path}: neither an RRSIS dataset (refs(*).p) nor a COCO folder")
+    with open(path, encoding="utf-8") as fh:
+        inst = json.load(fh)
+    guess = path.parent / "images"
+    return Dataset("coco", path, Path(image_dir) if image_dir else (guess if guess.is_dir() else path.parent),
+                   None, inst)
+
+
+def _category_id(ann: dict) -> Any:
+    return ann.get("category_id", ann.get("categories_id"))
+
+
+def validate(ds: Dataset, *, check_images: bool = True) -> Report:
+    """Check the dataset; findings are per-record errors in the returned report (warnings for doubtful boxes)."""
+    rep = Report()
+    inst = ds.instances
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(inst.get(key), list):
+            rep.error(str(ds.instances_path), f"no '{key}' list")
+    images: dict[int, dict] = {}
+    for img in inst.get("images") or []:
+        iid = img.get("id")
+        if iid in images:
+            rep.error(f"image {iid}", "duplicate image id")
+        images[iid] = img
+        w, h = img.get("width"), img.get("height")
+        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+            rep.error(f"image {iid}", f"bad width/height {w}x{h}")
+            continue
+        if check_images and ds.image_dir is not None:
+            f = ds.image_dir / str(img.get("file_name"))
+            if not f.is_file():
+                rep.error(f"image {iid} ({img.get('file_name')})", f"image file missing: {f}")
+            else:
+                try:
+                    fw, fh_ = image_size(f)
+                except ImageResolveError as exc:
+                    rep.error(f"image {iid}", str(exc))
+                else:
+                    if (fw, fh_) != (w, h):
+                        rep.error(f"image {iid} ({img.get('file_name')})",
+                                  f"file is {fw}x{fh_}, images[] says {w}x{h}")
+    rep.counts["images"] = len(images)
+    cat_ids: set = set()
+    for cat in inst.get("categories") or []:
+        if cat.get("id") in cat_ids:
+            rep.error(f"category {cat.get('id')}", "duplicate category id")
+        cat_ids.add(cat.get("id"))
+    anns: dict[int, dict] = {}
+    for ann in inst.get("annotations") or []:
+        aid = ann.get("id")
+        where = f"annotation {aid}"
+        if aid in anns:
+            rep.error(where, "duplicate annotation id")
+        anns[aid] = ann
+        img = images.get(ann.get("image_id"))
+        if img is None:
+            rep.error(where, f"image_id {ann.get('image_id')} is not in images[]")
+            continue
+        if _category_id(ann) not in cat_ids:
+            rep.error(where, f"category {_category_id(ann)} is not in categories[]")
+        h, w = int(img["height"]), int(img["width"])
+        try:
+            rles = to_rle_list(ann.get("segmentation"), h, w)
+            rle = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+            area = int(mask_utils.area(rle))
+            mx, my, mw, mh = (float(v) for v in mask_utils.toBbox(rle))
+        except (SegmentationError, TypeError, ValueError) as exc:
+            rep.error(where, f"mask does not decode: {exc}")
+            continue
+        if area == 0:
+            rep.error(where, "empty mask")
+        box = ann.get("bbox")
+        if box is not None:
+            if not (isinstance(box, (list, tuple)) and len(box) == 4):
+                rep.error(where, f"bbox {box} is not 4 numbers")
+            else:
+                x, y, bw, bh = (float(v) for v in box)
+                if x < 0 or y < 0 or bw < 0 or bh < 0 or x + bw > w + 0.5 or y + bh > h + 0.5:
+                    # RRSIS-D writes x1y1x2y2: say so when that reading fits the mask
+                    hint = " (looks like x1,y1,x2,y2)" if abs(bw - (mx + mw)) <= 1 and abs(bh - (my + mh)) <= 1 else ""
+                    rep.error(where, f"bbox {box} is not inside the {w}x{h} image{hint}")
+                elif area and (abs(x - mx) > 1 or abs(y - my) > 1 or abs(bw - mw) > 1 or abs(bh - mh) > 1):
+                    rep.warnings.append(f"{where}: bbox {box} differs from the mask's box "
+                                        f"{[mx, my, mw, mh]}")
+    rep.counts["annotations"] = len(anns)
+    if ds.refs is not None:
+        _validate_refs(ds.refs, anns, images, rep)
+    return rep
+
+
+def _validate_refs(refs: list[dict], anns: dict, images: dict, rep: Report) -> None:
+    ref_ids: set = set()
+    sent_ids: set = set()
+    split_of_image: dict[Any, str] = {}
+    for ref in refs:
+        rid = ref.get("ref_id")
+        where = f"ref {rid}"
+        if rid in ref_ids:
+            rep.error(where, "duplicate ref_id")
+        ref_ids.add(rid)
+        ann = anns.get(ref.get("ann_id"))
+        if ann is None:
+            rep.error(where, f"ann_id {ref.get('ann_id')} is not in annotations[]")
+        elif ann.get("image_id") != ref.get("image_id"):
+            rep.error(where, f"image_id {ref.get('image_id')} differs from its annotation's {ann.get('image_id')}")
+        if ref.get("image_id") not in images:
+            rep.error(where, f"image_id {ref.get('image_id')} is not in images[]")
+        split = ref.get("split")
+        if not split:
+            rep.error(where, "no split")
+        else:
+            prev = split_of_image.setdefault(ref.get("image_id"), split)
+            if prev != split:
+                rep.error(where, f"image {ref.get('image_id')} is in two splits ({prev!r} and {split!r})")
+        sents = ref.get("sentences") or []
+        if not sents:
+            rep.error(where, "no sentences")
+        ids = [s.get("sent_id") for s in sents]
+        if list(ref.get("sent_ids", ids)) != ids:
+            rep.error(where, "sent_ids do not match the sentences' sent_id")
+        for s in sents:
+            if s.get("sent_id") in sent_ids:
+                rep.error(where, f"duplicate sent_id {s.get('sent_id')}")
+            sent_ids.add(s.get("sent_id"))
+            if not str(s.get("raw") or s.get("sent") or "").strip():
+                rep.error(where, f"sentence {s.get('sent_id')} is empty")
+    rep.counts["refs"] = len(refs)
+    rep.counts["sentences"] = len(sent_ids)
+
+
+# ------------------------------------------------------------------------------------------------------ stats
+def area_bin_labels() -> list[str]:
+    edges = list(AREA_BINS) + [None]
+    return [f"{a}–{b - 1}" if b is not None else f"≥{a}" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def stats(ds: Dataset) -> dict:
+    """Counts per split and category, expression lengths (tokens) and the mask-area histogram."""
+    inst = ds.instances
+    images = {i["id"]: i for i in inst.get("images", [])}
+    cats = {c["id"]: str(c.get("name", c["id"])) for c in inst.get("categories", [])}
+    ann_split: dict[Any, str] = {}
+    per_split: Counter = Counter()
+    per_cat_split: dict[str, Counter] = defaultdict(Counter)
+    lengths: list[int] = []
+    images_per_split: dict[str, set] = defaultdict(set)
+    if ds.refs is not None:
+        for ref in ds.refs:
+            split = str(ref.get("split", "?"))
+            ann_split[ref.get("ann_id")] = split
+            per_split[split] += 1
+            images_per_split[split].add(ref.get("image_id"))
+            per_cat_split[cats.get(ref.get("category_id"), str(ref.get("category_id")))][split] += 1
+            for s in ref.get("sentences", []):
+                lengths.append(len(s.get("tokens") or tokenize(str(s.get("raw") or s.get("sent") or ""))))
+    hist = np.zeros(len(AREA_BINS), dtype=int)
+    for ann in inst.get("annotations", []):
+        img = images.get(ann.get("image_id"))
+        if img is None:
+            continue
+        try:
+            rles = to_rle_list(ann.get("segmentation"), int(img["height"]), int(img["width"]))
+            area = int(mask_utils.area(mask_utils.merge(rles) if len(rles) > 1 else rles[0]))
+        except (SegmentationError, TypeError, ValueError):
+            continue
+        hist[int(np.searchsorted(AREA_BINS, area, side="right")) - 1] += 1
+        if ds.refs is None:
+            split = "all"
+            per_split[split] += 1
+            images_per_split[split].add(ann.get("image_id"))
+            per_cat_split[cats.get(_category_id(ann), str(_category_id(ann)))][split] += 1
+    exprs = None
+    if lengths:
+        exprs = {"count": len(lengths), "min": min(lengths), "mean": round(statistics.fmean(lengths), 2),
+                 "median": statistics.median(lengths), "max": max(lengths)}
+    return {"kind": ds.kind, "images": len(images), "annotations": len(inst.get("annotations", [])),
+            "per_split": dict(per_split), "images_per_split": {k: len(v) for k, v in images_per_split.items()},
+            "per_category": {k: dict(v) for k, v in sorted(per_cat_split.items())},
+            "expression_tokens": exprs, "area_histogram": dict(zip(area_bin_labels(), hist.tolist()))}

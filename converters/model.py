@@ -1,0 +1,69 @@
+"""The neutral in-between form every converter reads into and writes from.
+
+Label Studio tasks, COCO images and RRSIS refs are all turned into :class:`ImageItem` values (one image with
+its objects), one at a time, so writers can stream: an item's masks are encoded and dropped before the next
+item is read. Problems with one item are :class:`ItemError` values collected in a :class:`Report`; the batch
+goes on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class ObjectItem:
+    """One object (instance) of an image: its exact mask, category and the expressions that refer to it."""
+
+    mask: np.ndarray
+    category: str
+    expressions: list[str] = field(default_factory=list)
+    where: str = ""
+    """Where the object came from (task/region id), for messages."""
+
+
+@dataclass
+class ImageItem:
+    """One image with the objects read from one task (or one COCO image / RRSIS ref)."""
+
+    source: str
+    """The image reference exactly as the input gives it (URL, Label Studio path, file name)."""
+    path: Optional[Path]
+    width: int
+    height: int
+    objects: list[ObjectItem] = field(default_factory=list)
+    split: Optional[str] = None
+    where: str = ""
+
+
+@dataclass
+class ItemError:
+    """One item that could not be converted, with a message naming it."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Report:
+    """What a conversion did: counts, skips (expected, not errors) and per-item errors."""
+
+    errors: list[ItemError] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+
+    def error(self, where: str, message: str) -> None:
+        self.errors.append(ItemError(where, message))
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
