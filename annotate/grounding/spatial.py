@@ -1,0 +1,122 @@
+"""Choosing the one box a referring expression names: detector scores re-ranked by spatial cues.
+
+Open-vocabulary detectors answer "where are storage tanks?", not "which storage tank is at the top left?": they
+score every tank about the same. Remote-sensing expressions carry their disambiguation in a few words about
+position ("at the top left", "on the right", "northern") and size ("largest", "smallest"). A small,
+deterministic rule set reads those words and scores each candidate by how well its box fits them; the final score
+mixes the detector score with that spatial fit:
+
+    final = detector_score × ((1 − w) + w × spatial_fit),   w = SPATIAL_WEIGHT (0.5), spatial_fit ∈ [0, 1]
+
+so the final score stays in [0, 1], a candidate the detector does not believe in (score ≈ 0) is never promoted by
+its position alone, and an expression without cues keeps the detector's ranking unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from annotate.grounding.base import GroundingCandidate
+
+#: How much the spatial fit can change a candidate's score (0 = ignore cues, 1 = cues can zero a score).
+SPATIAL_WEIGHT: float = 0.5
+
+_WORD = re.compile(r"[a-z]+")
+
+# word → cue; compass words are how RS annotators often say it (north is up in orthorectified imagery)
+_CUE_WORDS: dict[str, str] = {
+    "left": "left", "leftmost": "left", "west": "left", "western": "left", "westernmost": "left",
+    "right": "right", "rightmost": "right", "east": "right", "eastern": "right", "easternmost": "right",
+    "top": "top", "upper": "top", "topmost": "top", "uppermost": "top", "north": "top", "northern": "top",
+    "northernmost": "top",
+    "bottom": "bottom", "lower": "bottom", "bottommost": "bottom", "lowest": "bottom", "south": "bottom",
+    "southern": "bottom", "southernmost": "bottom",
+    "center": "center", "centre": "center", "middle": "center", "central": "center",
+    "largest": "largest", "biggest": "largest", "large": "largest", "big": "largest",
+    "smallest": "smallest", "small": "smallest", "tiny": "smallest", "little": "smallest",
+}
+
+
+@dataclass(frozen=True)
+class SpatialCues:
+    """The cues found in one expression."""
+
+    horizontal: str | None = None  # "left" | "right"
+    vertical: str | None = None  # "top" | "bottom"
+    center: bool = False
+    size: str | None = None  # "largest" | "smallest"
+
+    @property
+    def empty(self) -> bool:
+        return self.horizontal is None and self.vertical is None and not self.center and self.size is None
+
+
+def parse_cues(expression: str) -> SpatialCues:
+    """Read position and size words from ``expression`` (the last word of each kind wins)."""
+    horizontal = vertical = size = None
+    center = False
+    for word in _WORD.findall(expression.lower()):
+        cue = _CUE_WORDS.get(word)
+        if cue in ("left", "right"):
+            horizontal = cue
+        elif cue in ("top", "bottom"):
+            vertical = cue
+        elif cue == "center":
+            center = True
+        elif cue in ("largest", "smallest"):
+            size = cue
+    # "the middle left" means "left, vertically centred": keep center only when it is the only position cue
+    if center and (horizontal or vertical):
+        center = False
+    return SpatialCues(horizontal=horizontal, vertical=vertical, center=center, size=size)
+
+
+def spatial_fit(cues: SpatialCues, candidates: Sequence[GroundingCandidate], width: int, height: int) -> list[float]:
+    """How well each candidate's box fits ``cues``, in [0, 1] (1.0 for every candidate when there are no cues)."""
+    if not candidates:
+        return []
+    areas = [max(1e-6, (c.box[2] - c.box[0]) * (c.box[3] - c.box[1])) for c in candidates]
+    max_area, min_area = max(areas), min(areas)
+    fits: list[float] = []
+    for cand, area in zip(candidates, areas):
+        cx = min(max((cand.box[0] + cand.box[2]) / 2.0 / max(width, 1), 0.0), 1.0)
+        cy = min(max((cand.box[1] + cand.box[3]) / 2.0 / max(height, 1), 0.0), 1.0)
+        parts: list[float] = []
+        if cues.horizontal == "left":
+            parts.append(1.0 - cx)
+        elif cues.horizontal == "right":
+            parts.append(cx)
+        if cues.vertical == "top":
+            parts.append(1.0 - cy)
+        elif cues.vertical == "bottom":
+            parts.append(cy)
+        if cues.center:
+            # distance to the image centre, 0 at the centre and 1 at a corner
+            parts.append(1.0 - min(1.0, ((cx - 0.5) ** 2 + (cy - 0.5) ** 2) ** 0.5 / 0.5 ** 0.5))
+        if cues.size == "largest":
+            parts.append(area / max_area)
+        elif cues.size == "smallest":
+            parts.append(min_area / area)
+        fits.append(sum(parts) / len(parts) if parts else 1.0)
+    return fits
+
+
+def rerank(
+    expression: str,
+    candidates: Sequence[GroundingCandidate],
+    width: int,
+    height: int,
+    weight: float = SPATIAL_WEIGHT,
+) -> list[GroundingCandidate]:
+    """Candidates re-scored by the spatial cues of ``expression`` and sorted best first (stable for ties)."""
+    cues = parse_cues(expression)
+    if cues.empty or weight <= 0:
+        return sorted(candidates, key=lambda c: -c.score)
+    fits = spatial_fit(cues, candidates, width, height)
+    rescored = [
+        replace(c, score=float(min(1.0, max(0.0, c.score * ((1.0 - weight) + weight * fit)))))
+        for c, fit in zip(candidates, fits)
+    ]
+    return sorted(rescored, key=lambda c: -c.score)
