@@ -17,8 +17,6 @@ stays and the error is logged and shown on ``/health``.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import numpy as np
 
 from backend.engine import CURRENT_GROUNDER_FILE, Engine, current_trained_grounder
 from backend.store import StoredAnnotation, TrainingStore
+from annotate.atomic import atomic_write_bytes
 
 log = logging.getLogger("pslg.backend.training")
 
@@ -48,20 +47,6 @@ class TrainingStatus:
     last_samples: int = 0
     last_skipped: list[str] = field(default_factory=list)
     finished_at: Optional[float] = None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class Trainer:
@@ -167,7 +152,7 @@ class Trainer:
                     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                     if not ok:
                         raise ValueError("could not re-encode the image")
-                    _atomic_write(path, buf.tobytes())
+                    atomic_write_bytes(path, buf.tobytes())
                     images[data_url] = path
                 samples.append(GroundingSample(image_path=path, expression=expression, box=box,
                                                ref_id=item.annotation_id))
@@ -195,7 +180,7 @@ class Trainer:
         )
         grounder = load_grounder(str(result.path), device=self.engine.settings.device)
         version = self.engine.swap_grounder(grounder)
-        _atomic_write(self.model_dir / CURRENT_GROUNDER_FILE, str(Path(result.path).resolve()).encode())
+        atomic_write_bytes(self.model_dir / CURRENT_GROUNDER_FILE, str(Path(result.path).resolve()).encode())
         return version, len(samples), skipped
 
 

@@ -1,6 +1,6 @@
 """Atomic outputs: a dataset appears complete or not at all (Ctrl-C, a crash or a full disk leave no half).
 
-Files go to a temporary name in the same directory and are moved with ``os.replace``. Whole output folders are
+Single files are written by ``annotate.atomic`` (temporary name beside the target, ``os.replace``). Whole output folders are
 built in a hidden staging folder beside the target and renamed into place at the end; an interrupted run only
 leaves nothing (the staging folder is removed on any exception, KeyboardInterrupt included).
 """
@@ -14,48 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from annotate.atomic import current_umask, atomic_file, atomic_path, atomic_write_bytes, atomic_write_text
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
-    """Open a temporary file beside ``path``; it replaces ``path`` only when the block ends without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+__all__ = ["OutputExistsError", "atomic_file", "atomic_path", "atomic_write_bytes", "atomic_write_text", "staged_dir"]
 
 
 class OutputExistsError(FileExistsError):
@@ -72,7 +33,7 @@ def staged_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
         raise OutputExistsError(f"{target} exists and is not empty (use --overwrite to replace it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; the dataset should get normal permissions
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the dataset should get normal permissions
     try:
         yield staging
     except BaseException:

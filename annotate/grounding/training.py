@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +35,7 @@ from annotate.grounding.base import GroundingError
 from annotate.grounding.evaluation import BoxScores, GroundingSample, evaluate_boxes, load_rgb
 from annotate.grounding.loader import GDINO_TYPES, METADATA_FILE, read_metadata
 from annotate.grounding.text import grounding_dino_prompt
+from annotate.atomic import atomic_path, atomic_write_text
 
 VERSION_PREFIX = "grounding-v"
 _VERSION_RE = re.compile(r"^grounding-v(\d{4,})-(\d{8}T\d{6}Z)(\.partial)?$")
@@ -66,30 +66,6 @@ class TrainResult:
     val: Optional[BoxScores]
     resumed_from_epoch: int = 0
     skipped: list[str] = field(default_factory=list)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def list_versions(out_dir: Path, include_partial: bool = False) -> list[Path]:
@@ -289,7 +265,7 @@ def train_grounder(
     if work is None:
         work = out_dir / (_next_version_name(out_dir) + ".partial")
         work.mkdir()
-        _atomic_write_text(work / RUN_FILE, json.dumps({"signature": signature, "base": base_spec, "data_root": data_root,
+        atomic_write_text(work / RUN_FILE, json.dumps({"signature": signature, "base": base_spec, "data_root": data_root,
                                                        "train": asdict(config)}, indent=2))
     version = work.name[: -len(".partial")] if work.name.endswith(".partial") else work.name
 
@@ -350,8 +326,9 @@ def train_grounder(
         if not losses:
             raise GroundingError("no training image could be read (see the messages above)")
         history.append(float(np.mean(losses)))
-        _atomic_torch_save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "history": history, "signature": signature}, work / STATE_FILE)
+        with atomic_path(work / STATE_FILE) as tmp:
+            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "history": history, "signature": signature}, tmp)
         log(f"epoch {epoch + 1}/{config.epochs}: mean training loss {history[-1]:.4f}")
 
     model.eval()
@@ -383,15 +360,15 @@ def train_grounder(
     metrics = {"version": version, "train_loss": history,
                "val": val_scores.as_dict() if val_scores else None,
                "skipped_train": skipped + load_failures, "skipped_val": val_skipped}
-    _atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2))
-    _atomic_write_text(work / "train_data.json", json.dumps({
+    atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(work / "train_data.json", json.dumps({
         "data_root": data_root, "split": "train",
         "samples": [{"ref_id": s.ref_id, "image": str(s.image_path), "expression": s.expression, "box": list(s.box),
                      "category": s.category} for s in train],
         "skipped": skipped + load_failures,
     }, indent=2))
-    _atomic_write_text(work / "MODEL_CARD.md", _model_card(meta, val_scores))
-    _atomic_write_text(work / METADATA_FILE, json.dumps(meta, indent=2))
+    atomic_write_text(work / "MODEL_CARD.md", _model_card(meta, val_scores))
+    atomic_write_text(work / METADATA_FILE, json.dumps(meta, indent=2))
     (work / STATE_FILE).unlink(missing_ok=True)
     (work / RUN_FILE).unlink(missing_ok=True)
     final = out_dir / version

@@ -21,8 +21,6 @@ written by :func:`save_sam_checkpoint` (``{"format": "pslg-sam/1", "architecture
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from annotate.device import resolve_device
 from annotate.segmenters.base import Segmenter
 from annotate.types import SegmentationOutput
+from annotate.atomic import atomic_path
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -161,23 +160,12 @@ def build_sam_from_architecture(arch: SamArchitecture) -> Sam:
     return sam
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_sam_checkpoint(sam: Sam, architecture: SamArchitecture, path: str | Path) -> Path:
     """Write ``sam``'s weights with its architecture (a self-describing checkpoint) atomically; return the path."""
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in sam.state_dict().items()}
-    _atomic_torch_save({"format": CHECKPOINT_FORMAT, "architecture": architecture.to_dict(), "state_dict": state}, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "architecture": architecture.to_dict(), "state_dict": state}, tmp)
     return path
 
 

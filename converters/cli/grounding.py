@@ -7,13 +7,12 @@ Exit codes: 0 done; 1 the command ran but some items failed (listed, and counted
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from annotate.atomic import atomic_write_text
 
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
@@ -27,19 +26,6 @@ def _fail(message: str) -> "typer.Exit":
 
     Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_split(data: Path, split: str, images: Optional[Path] = None) -> list:
@@ -266,7 +252,7 @@ def eval_command(
     }
     _print_report(report)
     path = output or Path(f"eval-{split}.json")
-    _atomic_write_json(path, report)
+    atomic_write_text(path, json.dumps(report, indent=2))
     typer.echo(f"wrote {path}")
     if report["errors"]:
         raise typer.Exit(EXIT_ITEMS_FAILED)

@@ -11,13 +11,12 @@ Exit codes: 0 every prompt succeeded; 1 at least one prompt failed (the others w
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import typer
+from annotate.atomic import atomic_write_bytes
 
 EXIT_PROMPT_FAILED = 1
 EXIT_USAGE = 2
@@ -136,19 +135,6 @@ def read_prompts_file(path: Path) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_png(path: Path, image) -> None:
