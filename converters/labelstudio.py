@@ -425,7 +425,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
     for o in objects:
         if not o.expressions:
             if missing_expression == "error":
-                report.error(o.where, "result without an expression")
+                report.error(o.where, "result without an expression (--missing-expression label uses the label instead)")
                 continue
             if missing_expression == "skip":
                 report.skipped["object without an expression"] += 1

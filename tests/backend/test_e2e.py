@@ -147,6 +147,8 @@ def test_batch_prelabels_through_label_studio(labelstudio_server, backends, scen
     batch_predict(ls, project_id, kind)
     preds = _check_predictions(ls, tasks, scene, kind)
     assert len({p["model_version"] for p in preds}) == 1
+    secret = ls.pat if kind == "pat" else ls.legacy_token
+    assert secret not in backends[kind].log.read_text(errors="replace"), "the API key leaked into the backend log"
 
 
 def test_interactive_and_webhook(labelstudio_server, backends, scene):
