@@ -12,11 +12,12 @@ The cache directory is ``$PSLG_CACHE_DIR/checkpoints`` (default ``~/.cache/pslg/
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 from urllib.parse import urlparse
 
 import requests
@@ -189,14 +190,64 @@ def download_checkpoint(
     dest = directory / spec.filename
     part = dest.with_name(dest.name + ".part")
     if dest.is_file():
-        res = verify_file(dest, spec)
-        if res.ok:
-            return dest
-        raise ChecksumMismatchError(
-            f"{dest} exists but does not verify ({res.reason}); delete it and run `pslg models pull {spec.name}` again"
-        )
+        return _existing_verified(dest, spec)
     directory.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest.with_name(dest.name + ".lock")):
+        if dest.is_file():  # another process finished the download while this one waited for the lock
+            return _existing_verified(dest, spec)
+        return _download_locked(spec, dest, part, directory, progress, session, timeout)
 
+
+def _existing_verified(dest: Path, spec: CheckpointSpec) -> Path:
+    res = verify_file(dest, spec)
+    if res.ok:
+        return dest
+    raise ChecksumMismatchError(
+        f"{dest} exists but does not verify ({res.reason}); delete it and run `pslg models pull {spec.name}` again"
+    )
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path``, and remove the file when done.
+
+    Why: two ``pslg models pull`` runs (or two backend workers starting at once) must not append to the same
+    ``.part`` file. The lock file is removed on release so the cache holds only checkpoints; a waiter that wakes
+    up holding a lock on a file that was meanwhile removed (or replaced) tries again. Where ``fcntl`` is missing
+    (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    while True:
+        handle = open(lock_path, "a+b")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            same_file = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        handle.close()
+
+
+def _download_locked(
+    spec: CheckpointSpec,
+    dest: Path,
+    part: Path,
+    directory: Path,
+    progress: bool,
+    session: Optional[requests.Session],
+    timeout: tuple[float, float],
+) -> Path:
+    """The body of :func:`download_checkpoint`, run while holding the checkpoint's lock."""
     have = part.stat().st_size if part.is_file() else 0
     if spec.size is not None and have > spec.size:
         part.unlink()

@@ -135,6 +135,19 @@ def test_full_download_verifies_and_renames(fake_registry, tmp_path: Path) -> No
     assert verify_file(path, spec).ok
 
 
+def test_concurrent_pulls_download_once_and_agree(fake_registry, tmp_path: Path) -> None:
+    """Two `pslg models pull` runs (or backend workers) at once: one downloads, the others wait and reuse it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec, state = fake_registry
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: download_checkpoint("vit_b", tmp_path, progress=False), range(4)))
+    assert set(paths) == {tmp_path / spec.filename}
+    assert paths[0].read_bytes() == PAYLOAD
+    assert len(state.requests) == 1
+    assert not (tmp_path / (spec.filename + ".part")).exists()
+
+
 def test_resume_requests_only_the_missing_bytes(fake_registry, tmp_path: Path) -> None:
     spec, state = fake_registry
     half = len(PAYLOAD) // 2
