@@ -297,3 +297,29 @@ def load_image(
             f"{label}: unrecognised or corrupt image (neither Pillow nor GDAL can read it; "
             f"expected PNG, JPEG, TIFF/GeoTIFF or another raster format)"
         ) from exc
+
+
+def write_georeferenced_mask(path: str | Path, mask: np.ndarray, crs: str | None,
+                             transform: tuple[float, float, float, float, float, float] | None) -> Path:
+    """Write ``mask`` as a one-band uint8 GeoTIFF (0/255, deflate) with the source's CRS and transform, atomically.
+
+    Why: a mask cut from a GeoTIFF is only useful to a GIS (QGIS, rasterio, GDAL polygonize) when it stays on the
+    scene's grid; a PNG loses the georeference. The mask must have the source's pixel size (it does: the engine
+    never resamples).
+    """
+    from rasterio.transform import Affine
+
+    from annotate.atomic import atomic_path
+
+    path = Path(path)
+    arr = np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8)
+    profile = {
+        "driver": "GTiff", "height": arr.shape[0], "width": arr.shape[1], "count": 1, "dtype": "uint8",
+        "compress": "deflate", "nodata": None,
+        "crs": crs, "transform": Affine(*transform) if transform is not None else Affine.identity(),
+    }
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(arr, 1)
+    return path

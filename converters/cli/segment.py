@@ -319,15 +319,23 @@ def segment(
     # ---- outputs
     import numpy as np
 
+    from annotate.image_io import write_georeferenced_mask
+
     out_dir.mkdir(parents=True, exist_ok=True)
     version = pipeline.model_version
+    georeferenced = loaded.crs is not None or loaded.transform is not None
     records = []
     for i, ((p, txt, _), r) in enumerate(zip(entries, results)):
-        mask_file = None
+        mask_file = geo_mask_file = None
         if r.error is None and r.mask is not None:
             mask_file = "mask.png" if single else f"mask_{i:03d}.png"
             write_png(out_dir / mask_file, np.where(r.mask, 255, 0).astype(np.uint8))
+            if georeferenced:  # the same mask on the scene's grid, for GIS tools
+                geo_mask_file = Path(mask_file).with_suffix(".tif").name
+                write_georeferenced_mask(out_dir / geo_mask_file, r.mask, loaded.crs, loaded.transform)
         records.append(result_entry(r, txt, mask_file, version))
+        if georeferenced:
+            records[-1].update(geo_mask_file=geo_mask_file, crs=loaded.crs)
     user_points = [len(p.points) if p is not None else 0 for p, _, _ in entries]
     write_png(out_dir / "overlay.png", render_overlay(rgb, results, user_points))
     atomic_write_bytes(out_dir / "results.json", (json.dumps(records, indent=2) + "\n").encode("utf-8"))

@@ -258,3 +258,35 @@ def test_pslg_has_the_segment_command_with_its_manual() -> None:
     assert res.exit_code == 0
     for text in ("PROMPTS.json", "--negative-point", "--grounding", "PSLG_SAM_CHECKPOINT", "Exit codes"):
         assert text in res.output
+
+
+def test_geotiff_input_also_gets_a_georeferenced_mask(app, scene, scene_png: Path, tmp_path: Path) -> None:
+    """A GeoTIFF scene: each mask is also written as a GeoTIFF on the scene's grid (CRS + transform kept);
+    a plain PNG scene gets no GeoTIFF and no georeference keys."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    crs, transform = "EPSG:32616", from_origin(500000.0, 4200000.0, 0.5, 0.5)
+    tif = tmp_path / "scene.tif"
+    h, w = scene.image.shape[:2]
+    with rasterio.open(tif, "w", driver="GTiff", height=h, width=w, count=3, dtype="uint8", crs=crs,
+                       transform=transform) as dst:
+        dst.write(np.moveaxis(scene.image, 2, 0))
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"box": list(map(float, o.box))} for o in scene.objects[:2]]))
+    out = tmp_path / "geo"
+    res = invoke(app, tif, "--prompts", prompts, "--out-dir", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    records = json.loads((out / "results.json").read_text())
+    for i, rec in enumerate(records):
+        assert rec["geo_mask_file"] == f"mask_{i:03d}.tif" and rec["crs"] == crs
+        with rasterio.open(out / rec["geo_mask_file"]) as ds:
+            assert ds.crs.to_string() == crs and ds.transform == transform and ds.count == 1
+            geo = ds.read(1) == 255
+        assert np.array_equal(geo, read_mask(out / rec["mask_file"]))
+        assert np.array_equal(geo, coco_rle_decode(rec["segmentation"]))
+
+    out_png = tmp_path / "plain"
+    assert invoke(app, scene_png, "--prompts", prompts, "--out-dir", out_png, "--quiet").exit_code == 0
+    assert not list(out_png.glob("*.tif"))
+    assert all("geo_mask_file" not in r for r in json.loads((out_png / "results.json").read_text()))
