@@ -28,6 +28,7 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -78,6 +79,11 @@ class LoadedImage:
     @property
     def width(self) -> int:
         return int(self.rgb.shape[1])
+
+    @cached_property
+    def key(self) -> str:
+        """:func:`image_key` of the pixels, computed once (embedding caches are keyed by it)."""
+        return image_key(self.rgb)
 
 
 def image_key(rgb: np.ndarray) -> str:

@@ -19,12 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
-import numpy as np
 
+from annotate.image_io import LoadedImage
 from annotate.types import Box, Prompt, PromptResult
 from backend.labels import LabelSchema
 
@@ -67,20 +66,6 @@ class LabelStudioMLBase:
 def parse_schema(label_config: str) -> LabelSchema:
     """Label configs repeat on every request: parse each distinct one once."""
     return LabelSchema.parse(label_config)
-
-
-@dataclass
-class LoadedTaskImage:
-    rgb: np.ndarray
-    key: str
-
-    @property
-    def height(self) -> int:
-        return int(self.rgb.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.rgb.shape[1])
 
 
 def _new_id() -> str:
@@ -154,13 +139,13 @@ class PSLGModel(LabelStudioMLBase):
         return self.runtime.engine.model_version
 
     # --- helpers -----------------------------------------------------------------------------------------------
-    def _load(self, url: str) -> LoadedTaskImage:
+    def _load(self, url: str) -> LoadedImage:
         return self.runtime.load_image(url, project=self.project_id)
 
     def _empty(self, version: str) -> dict:
         return {"result": [], "score": 0.0, "model_version": version}
 
-    def _regions(self, image: LoadedTaskImage, result: PromptResult, label: Optional[str],
+    def _regions(self, image: LoadedImage, result: PromptResult, label: Optional[str],
                  expression: Optional[str], with_box: bool) -> list[dict]:
         from annotate.masks import brush_rle_encode
 
@@ -345,9 +330,9 @@ class Runtime:
                 self._fetchers[key] = fetcher
         return fetcher
 
-    def load_image(self, url: str, project: Optional[str] = None) -> LoadedTaskImage:
+    def load_image(self, url: str, project: Optional[str] = None) -> LoadedImage:
         """Decoded pixels of a task image, cached by URL (a click on the same image reuses them and the embedding)."""
-        from annotate.image_io import image_key, load_image
+        from annotate.image_io import load_image
 
         cached = self._images.get(url)
         if cached is not None:
@@ -356,9 +341,8 @@ class Runtime:
         from backend.images import display_url
 
         loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels)
-        item = LoadedTaskImage(rgb=loaded.rgb, key=image_key(loaded.rgb))
-        self._images.put(url, item)
-        return item
+        self._images.put(url, loaded)
+        return loaded
 
     def _fetch_for_training(self, item) -> tuple[bytes, str]:
         from backend.training import _image_ref
