@@ -25,9 +25,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from annotate.atomic import atomic_write_bytes
 from backend.engine import CURRENT_GROUNDER_FILE, Engine, current_trained_grounder
 from backend.store import StoredAnnotation, TrainingStore
-from annotate.atomic import atomic_write_bytes
 
 log = logging.getLogger("pslg.backend.training")
 

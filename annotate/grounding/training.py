@@ -30,12 +30,12 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from annotate.atomic import atomic_path, atomic_write_text
 from annotate.device import resolve_device
 from annotate.grounding.base import GroundingError
 from annotate.grounding.evaluation import BoxScores, GroundingSample, evaluate_boxes, load_rgb
 from annotate.grounding.loader import GDINO_TYPES, METADATA_FILE, read_metadata
 from annotate.grounding.text import grounding_dino_prompt
-from annotate.atomic import atomic_path, atomic_write_text
 
 VERSION_PREFIX = "grounding-v"
 _VERSION_RE = re.compile(r"^grounding-v(\d{4,})-(\d{8}T\d{6}Z)(\.partial)?$")

@@ -33,10 +33,10 @@ import torch
 from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from annotate.atomic import atomic_path
 from annotate.device import resolve_device
 from annotate.segmenters.base import Segmenter
 from annotate.types import SegmentationOutput
-from annotate.atomic import atomic_path
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
 from annotate.atomic import atomic_write_text
 
 EXIT_ITEMS_FAILED = 1

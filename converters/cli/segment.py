@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import typer
+
 from annotate.atomic import atomic_write_bytes
 
 EXIT_PROMPT_FAILED = 1
