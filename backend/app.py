@@ -18,7 +18,8 @@ from flask import Flask, Response, jsonify, request
 from backend.config import Settings
 from backend.engine import FAILED, EngineNotReady
 from backend.labels import LabelConfigError
-from backend.model import PSLGModel, Runtime, predict_envelopes
+from backend.model import PSLGModel, predict_envelopes
+from backend.runtime import Runtime
 
 log = logging.getLogger("pslg.backend.app")
 

@@ -17,19 +17,18 @@ docs/backend.md). ``PSLGModel`` is ours:
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 
 from annotate.image_io import LoadedImage
-from annotate.types import Box, Prompt, PromptResult
+from annotate.types import Prompt, PromptResult
+from converters.labelstudio.tasks import context_prompt, task_box
 from backend.labels import LabelSchema
 
 log = logging.getLogger("pslg.backend.model")
 
-TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED")
 
 
 class LabelStudioMLBase:
@@ -72,58 +71,6 @@ def _new_id() -> str:
     return uuid.uuid4().hex[:10]
 
 
-def task_box(data: dict[str, Any], width: int, height: int) -> Optional[Box]:
-    """The task's own box, as ``(x0, y0, x1, y1)`` pixels.
-
-    Accepted task fields (the converters' importer writes the first): ``bbox`` = ``[x, y, w, h]`` in pixels (COCO
-    order), ``bbox_xyxy`` = ``[x0, y0, x1, y1]`` in pixels, or ``bbox`` as a Label Studio rectangle value
-    ``{x, y, width, height}`` in percent of the image.
-    """
-    xyxy = data.get("bbox_xyxy")
-    if xyxy is not None:
-        if not (isinstance(xyxy, (list, tuple)) and len(xyxy) == 4):
-            raise ValueError(f"task bbox_xyxy {xyxy!r} is not [x0, y0, x1, y1] in pixels")
-        return tuple(float(v) for v in xyxy)  # type: ignore[return-value]
-    raw = data.get("bbox")
-    if raw is None:
-        return None
-    if isinstance(raw, dict) and {"x", "y", "width", "height"} <= raw.keys():
-        x0, y0 = float(raw["x"]) * width / 100.0, float(raw["y"]) * height / 100.0
-        return (x0, y0, x0 + float(raw["width"]) * width / 100.0, y0 + float(raw["height"]) * height / 100.0)
-    if isinstance(raw, (list, tuple)) and len(raw) == 4:
-        x, y, w, h = (float(v) for v in raw)
-        return (x, y, x + w, y + h)
-    raise ValueError(f"task bbox {raw!r} is neither [x, y, w, h] in pixels nor {{x, y, width, height}} in percent")
-
-
-def context_prompt(context: dict[str, Any], width: int, height: int) -> tuple[Prompt, Optional[str]]:
-    """The prompt an annotator's interactive regions describe, and the label they carry (if any)."""
-    points: list[tuple[float, float]] = []
-    labels: list[int] = []
-    box: Optional[Box] = None
-    text: Optional[str] = None
-    label: Optional[str] = None
-    for region in context.get("result") or []:
-        rtype = str(region.get("type", "")).lower()
-        value = region.get("value") or {}
-        w = float(region.get("original_width") or width)
-        h = float(region.get("original_height") or height)
-        if rtype in ("keypointlabels", "keypoint"):
-            positive = region.get("is_positive", value.get("is_positive", True))
-            points.append((float(value["x"]) * w / 100.0, float(value["y"]) * h / 100.0))
-            labels.append(1 if positive in (True, 1, "true", "True") else 0)
-            label = label or next(iter(value.get("keypointlabels") or []), None)
-        elif rtype in ("rectanglelabels", "rectangle"):
-            x0, y0 = float(value["x"]) * w / 100.0, float(value["y"]) * h / 100.0
-            box = (x0, y0, x0 + float(value["width"]) * w / 100.0, y0 + float(value["height"]) * h / 100.0)
-            label = next(iter(value.get("rectanglelabels") or []), None) or label
-        elif rtype == "textarea":
-            typed = value.get("text") or []
-            if typed and str(typed[0]).strip():
-                text = str(typed[0]).strip()
-    return Prompt(box=box, points=points, point_labels=labels, text=text), label
-
-
 class PSLGModel(LabelStudioMLBase):
     """PSLG-SAM pre-labelling and refinement for one project; models and caches live in the ``Runtime``."""
 
@@ -147,7 +94,7 @@ class PSLGModel(LabelStudioMLBase):
 
     def _regions(self, image: LoadedImage, result: PromptResult, label: Optional[str],
                  expression: Optional[str], with_box: bool) -> list[dict]:
-        from annotate.masks import brush_rle_encode
+        from converters.labelstudio.brush import brush_rle_encode
 
         s = self.schema
         w, h = image.width, image.height
@@ -280,97 +227,6 @@ def _score(result: PromptResult) -> float:
     if result.grounding_score is not None:
         score *= float(result.grounding_score)
     return float(min(max(score, 0.0), 1.0))
-
-
-class Runtime:
-    """Everything one backend process shares: settings, engine, image fetching and caches, store, trainer."""
-
-    def __init__(self, settings, engine=None) -> None:
-        from backend.engine import Engine
-        from backend.images import LRUCache
-        from backend.store import TrainingStore
-        from backend.training import Trainer
-
-        self.settings = settings
-        self.engine = engine or Engine(settings).start()
-        self._images = LRUCache(size=16)
-        self._fetchers: dict[tuple[str, str], Any] = {}
-        self._setup_creds: dict[str, tuple[str, str]] = {}
-        self._lock = threading.Lock()
-        self.store = TrainingStore(settings.model_dir / "training.sqlite3")
-        self.trainer = Trainer(self.engine, self.store, settings.model_dir, self._fetch_for_training,
-                               epochs=settings.train_epochs)
-
-    # --- credentials ---------------------------------------------------------------------------------------------
-    def remember_setup(self, project: Optional[str], hostname: Optional[str], access_token: Optional[str]) -> None:
-        """Keep the Label Studio host/token from ``/setup``: the fallback when LABEL_STUDIO_URL/API_KEY are unset."""
-        if hostname and access_token:
-            with self._lock:
-                self._setup_creds[str(project or "")] = (hostname.rstrip("/"), access_token)
-                self._setup_creds[""] = (hostname.rstrip("/"), access_token)
-
-    def fetcher(self, project: Optional[str] = None):
-        from backend.images import ImageFetcher, LabelStudioAuth
-
-        s = self.settings
-        with self._lock:
-            setup = self._setup_creds.get(str(project or "")) or self._setup_creds.get("")
-        # the environment wins; /setup's hostname and token fill what it leaves unset (the env URL is preferred
-        # because /setup's hostname is the browser's view, e.g. localhost, which a container may not reach)
-        url = s.label_studio_url or (setup[0] if setup else None)
-        token = s.label_studio_api_key or (setup[1] if setup else None)
-        creds = (url, token) if url and token else None
-        key = creds or ("", "")
-        with self._lock:
-            fetcher = self._fetchers.get(key)
-            if fetcher is None:
-                auth = LabelStudioAuth(creds[0], creds[1], timeout=s.image_timeout_s) if creds else None
-                fetcher = ImageFetcher(auth, max_bytes=s.max_image_bytes, timeout_s=s.image_timeout_s,
-                                       local_files_root=s.local_files_root)
-                self._fetchers[key] = fetcher
-        return fetcher
-
-    def load_image(self, url: str, project: Optional[str] = None) -> LoadedImage:
-        """Decoded pixels of a task image, cached by URL (a click on the same image reuses them and the embedding)."""
-        from annotate.image_io import load_image
-
-        cached = self._images.get(url)
-        if cached is not None:
-            return cached
-        raw = self.fetcher(project).fetch(url)
-        from backend.images import display_url
-
-        loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels)
-        self._images.put(url, loaded)
-        return loaded
-
-    def _fetch_for_training(self, item) -> tuple[bytes, str]:
-        from backend.training import _image_ref
-
-        url, _ = _image_ref(item)
-        return self.fetcher(item.project).fetch(url), url
-
-    # --- webhook events --------------------------------------------------------------------------------------------
-    def handle_event(self, event: str, data: dict) -> dict:
-        """Store annotations, start retraining when asked (START_TRAINING) or every ``PSLG_TRAIN_EVERY`` new ones."""
-        project = data.get("project")
-        project_id = project.get("id") if isinstance(project, dict) else project
-        if event in TRAIN_EVENTS:
-            annotation = data.get("annotation") or {}
-            task = data.get("task") or {}
-            seq = self.store.upsert(event, project_id, task, annotation)
-            answer: dict[str, Any] = {"status": "stored", "annotation": annotation.get("id"), "stored": self.store.count()}
-            every = self.settings.train_every
-            if every > 0 and seq % every == 0:
-                answer["training"] = self.trainer.request(f"{every} new annotations")
-            return answer
-        if event == "ANNOTATION_DELETED":
-            annotation = data.get("annotation") or {}
-            removed = self.store.delete(annotation["id"]) if "id" in annotation else False
-            return {"status": "deleted" if removed else "not stored", "annotation": annotation.get("id")}
-        if event == "START_TRAINING":
-            return {"status": "training", "training": self.trainer.request("START_TRAINING")}
-        return {"status": "ignored", "event": event}
 
 
 def predict_envelopes(model: PSLGModel, tasks: Sequence[dict], context: Optional[dict]) -> list[dict]:

@@ -198,7 +198,7 @@ def _image_ref(item: StoredAnnotation) -> tuple[str, str]:
 
 def annotation_target(item: StoredAnnotation) -> tuple[str, tuple[float, float, float, float]]:
     """(expression, box in pixels) of one stored annotation: the mask's box, else the rectangle's."""
-    from annotate.masks import brush_rle_decode
+    from converters.labelstudio.brush import brush_rle_decode
 
     data = item.task.get("data") or {}
     expression = None

@@ -21,7 +21,7 @@ import numpy as np
 from label_studio_sdk.converter.brush import decode_rle, mask2rle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from annotate.masks import brush_rle_decode, brush_rle_encode  # noqa: E402
+from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode  # noqa: E402
 
 SHARED = Path(os.environ.get("PSLG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -69,7 +69,7 @@ def main() -> None:
                     help="decode only this many masks with the sdk (0 = all) and scale the time to all")
     args = ap.parse_args()
 
-    from annotate.masks import brush_rle_decode
+    from converters.labelstudio.brush import brush_rle_decode
     from converters.synthetic_export import write_synthetic_export
     from label_studio_sdk.converter.brush import decode_rle
 
@@ -108,7 +108,7 @@ def main() -> None:
         sdk = (time.perf_counter() - t0) * n / len(sample)
         scaled = "" if len(sample) == n else f" (measured on {len(sample)}, scaled to {n})"
         print(f"label-studio-sdk decode_rle, {n} masks: {sdk:7.2f} s  {n / sdk:8.1f} masks/s{scaled}")
-        print(f"annotate.masks.brush_rle_decode, {n} masks: {ours:7.2f} s  {n / ours:8.1f} masks/s")
+        print(f"converters.labelstudio.brush.brush_rle_decode, {n} masks: {ours:7.2f} s  {n / ours:8.1f} masks/s")
         print(f"ratio decode only (sdk time / ours): {sdk / ours:.1f}x")
         for kind, dt in results.items():
             print(f"ratio full export {kind} (incl. image copy, RLE encode, JSON, process start) vs sdk decode "

@@ -14,7 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from annotate.masks import brush_rle_encode
+from converters.labelstudio.brush import brush_rle_encode
 from annotate.synthetic import make_scene
 from converters.labelstudio import brush_region, textarea_region
 

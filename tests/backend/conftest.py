@@ -12,7 +12,7 @@ import pytest
 from annotate.synthetic import Scene, make_scene
 from backend.app import create_app
 from backend.config import Settings
-from backend.model import Runtime
+from backend.runtime import Runtime
 from tests.labelstudio_server import labelstudio_server  # noqa: F401  (the shared session fixture)
 
 CONFIG = """<View>

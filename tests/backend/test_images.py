@@ -13,7 +13,7 @@ import pytest
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
-from backend.images import ImageFetcher, ImageFetchError, LabelStudioAuth, is_personal_access_token
+from converters.labelstudio.fetch import ImageFetcher, ImageFetchError, LabelStudioAuth, is_personal_access_token
 
 PAT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2lnbmF0dXJl"
 LEGACY = "0123456789abcdef0123456789abcdef01234567"

@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from annotate.masks import brush_rle_decode
+from converters.labelstudio.brush import brush_rle_decode
 from annotate.metrics import iou
 from backend.app import create_app
 from backend.config import Settings
 from backend.engine import Engine
 from backend.labels import LabelSchema
-from backend.model import Runtime
+from backend.runtime import Runtime
 from tests.backend.conftest import CONFIG, task_for
 
 

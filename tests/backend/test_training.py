@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from annotate.masks import brush_rle_encode
+from converters.labelstudio.brush import brush_rle_encode
 from backend.engine import CURRENT_GROUNDER_FILE
 from tests.backend.conftest import CONFIG, task_for
 

@@ -152,7 +152,7 @@ def test_annotation_selection_and_skips(per_task_export, tmp_path):
         if sel == "latest":
             assert "cancelled annotation" in r.output and "empty annotation" in r.output
             assert "task without annotation" in r.output
-    from annotate.masks import brush_rle_decode
+    from converters.labelstudio.brush import brush_rle_decode
 
     m_first = brush_rle_decode(first["result"][0]["value"]["rle"], 256, 256)
     m_other = brush_rle_decode(other["value"]["rle"], 256, 256)

@@ -59,7 +59,7 @@ def test_real_export_ls_coco_ls(shared_data, tmp_path):
 
 @pytest.mark.shared_data
 def test_real_export_ls_rrsis_ls(shared_data, tmp_path):
-    from annotate.masks import brush_rle_decode
+    from converters.labelstudio.brush import brush_rle_decode
 
     export = shared_data / SHARED_EXPORT
     original = json.loads(export.read_text())

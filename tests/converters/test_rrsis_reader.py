@@ -75,7 +75,7 @@ def test_read_rrsis_accepts_rrsisd_quirks(tmp_path):
 
 
 def test_import_rrsis_quirky_dataset_one_task_per_expression(tmp_path):
-    from annotate.masks import brush_rle_decode
+    from converters.labelstudio.brush import brush_rle_decode
 
     truth = _quirky_dataset(tmp_path / "ds")
     r = pslg("import", "rrsis", tmp_path / "ds", "--out", tmp_path / "tasks.json",
@@ -166,7 +166,7 @@ def test_tokenize_and_splits():
 
 def test_import_coco_reads_rrsisd_instances_with_quirks(tmp_path):
     """The RRSIS-D instances.json read as COCO: categories_id, 0-based ids, RLE in a list, polygons."""
-    from annotate.masks import brush_rle_decode
+    from converters.labelstudio.brush import brush_rle_decode
 
     truth = _quirky_dataset(tmp_path)
     r = pslg("import", "coco", tmp_path / "rrsisd" / "instances.json", "--out", tmp_path / "tasks.json",

@@ -10,13 +10,11 @@ import pytest
 from label_studio_sdk.converter.brush import decode_rle, encode_rle, mask2rle
 from pycocotools import mask as mask_utils
 
+from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode, decode_rle_values, encode_rle_values
+
 from annotate.masks import (
-    brush_rle_decode,
-    brush_rle_encode,
     coco_rle_decode,
     coco_rle_encode,
-    decode_rle_values,
-    encode_rle_values,
     mask_area,
     mask_to_bbox,
     mask_to_polygons,
@@ -66,7 +64,7 @@ CASES = _cases()
 @pytest.fixture(params=["python-packer", "numpy-packer"])
 def packer(request, monkeypatch) -> str:
     """Run a test with both encoder paths: Python integers (few runs) and vectorised numpy (many runs)."""
-    from annotate import masks
+    from converters.labelstudio import brush as masks
 
     monkeypatch.setattr(masks, "_PY_PACK_MAX_RUNS", 10**9 if request.param == "python-packer" else -1)
     return request.param
@@ -220,7 +218,7 @@ def test_bbox_and_area() -> None:
 
 def test_multi_block_packing_is_identical(monkeypatch) -> None:
     """Masks with more runs than one packing block (bounded memory path) give the same bytes."""
-    from annotate import masks
+    from converters.labelstudio import brush as masks
 
     rng = np.random.default_rng(11)
     m = rng.random((50, 77)) > 0.5  # ~1900 runs

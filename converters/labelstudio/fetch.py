@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
-log = logging.getLogger("pslg.backend.images")
+log = logging.getLogger("pslg.labelstudio.fetch")
 
 
 class ImageFetchError(ValueError):

@@ -12,102 +12,27 @@ Start Training retraining a (tiny) grounding model so that the next predictions 
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 import requests
 
-from annotate.masks import brush_rle_decode, brush_rle_encode
+from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
 from annotate.metrics import iou
 from annotate.synthetic import make_scene
-from tests.backend.conftest import write_png
-from tests.labelstudio_server import REPO_ROOT, LabelStudioServer, free_port
+from tests.e2e.harness import (Backend, batch_predict, connect, make_project, predictions_of, start_backend,
+                               wait_for)
+from tests.labelstudio_server import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
-
-# the labeling config the converters ship for one expression per task (what users paste into Label Studio)
-CONFIG = (REPO_ROOT / "converters" / "configs" / "rrsis_expression_per_task.xml").read_text()
-
-
-class Backend:
-    def __init__(self, url: str, proc: subprocess.Popen, model_dir: Path, log: Path) -> None:
-        self.url, self.proc, self.model_dir, self.log = url, proc, model_dir, log
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
-def start_backend(tmp: Path, env_extra: dict[str, str]) -> Backend:
-    """`pslg serve` (gunicorn, 1 worker) on a free port, waiting until /health says the models are ready."""
-    port = free_port()
-    model_dir = tmp / "model"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "PSLG_SAM", "PSLG_GROUNDING", "BASIC_AUTH"))}
-    env.update({"MODEL_DIR": str(model_dir), "PYTHONPATH": str(REPO_ROOT), **env_extra})
-    log = tmp / "backend.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "converters.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port), "--threads", "4"],
-        cwd=str(REPO_ROOT), env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    backend = Backend(f"http://127.0.0.1:{port}", proc, model_dir, log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"pslg serve exited: {log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{backend.url}/health", timeout=2).json().get("ready"):
-                return backend
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(0.3)
-    backend.stop()
-    raise AssertionError(f"pslg serve did not become ready: {log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def scene():
     return make_scene(seed=11, height=192, width=224, n_objects=4)
-
-
-def make_project(ls: LabelStudioServer, name: str, scene, kind: str) -> tuple[int, list[dict]]:
-    """A project with our config and one task per scene object, its image served by Label Studio local files."""
-    project = ls.api("POST", "/api/projects", kind=kind, json={"title": name, "label_config": CONFIG}).json()
-    folder = ls.local_files_dir(name)
-    image = write_png(folder / "scene.png", scene.image)
-    ls.connect_local_storage(project["id"], folder)
-    tasks = [{"image": ls.local_file_url(image), "expression": o.expression,
-              "bbox": [o.box[0], o.box[1], o.box[2] - o.box[0], o.box[3] - o.box[1]]} for o in scene.objects]
-    ls.api("POST", f"/api/projects/{project['id']}/import", kind=kind, json=tasks)
-    listed = ls.api("GET", f"/api/tasks?project={project['id']}&page_size=100", kind=kind).json()
-    listed = listed["tasks"] if isinstance(listed, dict) else listed
-    return project["id"], sorted(listed, key=lambda t: t["id"])
-
-
-def connect(ls: LabelStudioServer, backend: Backend, project_id: int, kind: str) -> int:
-    ml = ls.api("POST", "/api/ml", kind=kind, json={"url": backend.url, "project": project_id, "is_interactive": True,
-                                                   "title": "pslg"}).json()
-    return int(ml["id"])
-
-
-def batch_predict(ls: LabelStudioServer, project_id: int, kind: str) -> None:
-    ls.api("POST", f"/api/dm/actions?id=retrieve_tasks_predictions&project={project_id}", kind=kind,
-           json={"selectedItems": {"all": True, "excluded": []}})
-
-
-def predictions_of(ls: LabelStudioServer, task_id: int, kind: str) -> list[dict]:
-    return ls.api("GET", f"/api/predictions?task={task_id}", kind=kind).json()
 
 
 @pytest.fixture(scope="module")
@@ -227,16 +152,6 @@ def test_uploaded_images_with_the_per_region_config(labelstudio_server, backends
         assert echo["id"] == brush["id"] and echo["value"]["text"] == [obj.expression]
 
 
-def _wait_for(predicate, timeout: float, what: str, backend: Backend):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; backend log:\n{backend.log.read_text()[-3000:]}")
-
-
 def test_start_training_in_label_studio_retrains_and_new_predictions_carry_the_new_version(
         labelstudio_server, scene, tmp_path_factory):
     """The active-learning loop through Label Studio itself: annotations made there reach /webhook, Label Studio's
@@ -261,10 +176,10 @@ def test_start_training_in_label_studio_retrains_and_new_predictions_carry_the_n
                       "original_width": w, "original_height": h, "image_rotation": 0,
                       "value": {"format": "rle", "rle": brush_rle_encode(obj.mask), "brushlabels": [obj.category]}}
             ls.api("POST", f"/api/tasks/{task['id']}/annotations", kind="legacy", json={"result": [region]})
-        _wait_for(lambda: health()["stored_annotations"] >= len(tasks), 60, "the annotations to reach /webhook", backend)
+        wait_for(lambda: health()["stored_annotations"] >= len(tasks), 60, "the annotations to reach /webhook", backend)
 
         ls.api("POST", f"/api/ml/{ml_id}/train", kind="legacy", json={})
-        after = _wait_for(lambda: (lambda h: h["model_version"] if h["model_version"] != before and h["training"] != "running"
+        after = wait_for(lambda: (lambda h: h["model_version"] if h["model_version"] != before and h["training"] != "running"
                                    else None)(health()), 300, "the retrain to finish with a new model version", backend)
         assert health()["training"] == "succeeded", health()
         assert after.startswith("pslg:") and after != before

@@ -1,0 +1,186 @@
+"""Choosing a task's annotation and turning it into (image, expressions, mask, category) items.
+
+This is the one place where a Label Studio annotation becomes training/export data: the converters and the
+backend's training store both call it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+from converters.labelstudio.media import ImageResolveError, ImageResolver
+from converters.labelstudio.schema import LabelSchema
+from converters.model import ImageItem, ObjectItem, Report
+
+Selection = str  # "latest" | "ground-truth" | "annotator:<email or id>"
+
+
+def _annotator_matches(ann: dict, who: str) -> bool:
+    cb = ann.get("completed_by")
+    values: list[str] = []
+    if isinstance(cb, dict):
+        values += [str(cb.get("email", "")), str(cb.get("id", "")), str(cb.get("username", ""))]
+    elif cb is not None:
+        values.append(str(cb))
+    values += [str(ann.get("created_username", "")).split(",")[0].strip(), str(ann.get("email", ""))]
+    return who.strip().lower() in {v.strip().lower() for v in values if v}
+
+
+def _ann_time(ann: dict) -> tuple[str, int]:
+    return (str(ann.get("updated_at") or ann.get("created_at") or ""), int(ann.get("id") or 0))
+
+
+def select_annotation(task: dict, selection: Selection, report: Report) -> Optional[dict]:
+    """The annotation that wins for this task, or None (the reason is counted in ``report.skipped``).
+
+    Cancelled (skipped) and empty annotations never win. ``latest``: most recently updated; ``ground-truth``:
+    the ground-truth one (latest of them); ``annotator:X``: that annotator's latest (X = email or user id).
+    """
+    anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    if not anns:
+        report.skipped["task without annotation"] += 1
+        return None
+    live = [a for a in anns if not a.get("was_cancelled")]
+    if not live:
+        report.skipped["cancelled annotation"] += 1
+        return None
+    live = [a for a in live if a.get("result")]
+    if not live:
+        report.skipped["empty annotation"] += 1
+        return None
+    if selection == "ground-truth":
+        live = [a for a in live if a.get("ground_truth")]
+        if not live:
+            report.skipped["no ground-truth annotation"] += 1
+            return None
+    elif selection.startswith("annotator:"):
+        who = selection.split(":", 1)[1]
+        live = [a for a in live if _annotator_matches(a, who)]
+        if not live:
+            report.skipped["no annotation by the chosen annotator"] += 1
+            return None
+    elif selection != "latest":
+        raise ValueError(f"unknown selection {selection!r} (latest, ground-truth, annotator:EMAIL)")
+    return max(live, key=_ann_time)
+
+
+
+MissingExpression = str  # "error" | "label" | "skip" | "allow"
+
+
+def _expressions_of(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if isinstance(v, str) and v.strip()]
+    return []
+
+
+def label_to_phrase(label: str) -> str:
+    return label.replace("_", " ").strip().lower()
+
+
+def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: ImageResolver, report: Report,
+                 missing_expression: MissingExpression = "error") -> Optional[ImageItem]:
+    """Turn one task + its chosen annotation into an :class:`ImageItem`; per-item problems go to ``report``."""
+    from converters.labelstudio.brush import brush_rle_decode
+
+    tid = task.get("id", "?")
+    where = f"task {tid}"
+    data = task.get("data")
+    if not isinstance(data, dict):
+        report.error(where, "task has no 'data' object")
+        return None
+    src = data.get(schema.image_key)
+    if not isinstance(src, str) or not src:
+        report.error(where, f"task has no data.{schema.image_key}")
+        return None
+    try:
+        path, width, height = resolver.resolve(src)
+    except ImageResolveError as exc:
+        report.error(where, str(exc))
+        return None
+    results = [r for r in annotation.get("result") or [] if isinstance(r, dict)]
+    texts: dict[str, list[str]] = {}
+    for r in results:
+        if str(r.get("type", "")).lower() == "textarea" and (not schema.textarea_names
+                                                            or r.get("from_name") in schema.textarea_names):
+            texts.setdefault(str(r.get("id")), []).extend(_expressions_of((r.get("value") or {}).get("text")))
+    task_exprs = _expressions_of(data.get(schema.expression_key))
+    per_task = schema.expression_key in data
+    objects: list[ObjectItem] = []
+    for i, r in enumerate(results):
+        if str(r.get("type", "")).lower() != "brushlabels":
+            continue
+        if schema.brush_names and r.get("from_name") not in schema.brush_names:
+            continue
+        rwhere = f"task {tid} region {r.get('id', i)}"
+        value = r.get("value") or {}
+        if value.get("format", "rle") != "rle" or not isinstance(value.get("rle"), list):
+            report.error(rwhere, "brush region without an RLE mask")
+            continue
+        labels = value.get("brushlabels") or []
+        label = labels[0] if labels else data.get("category")
+        if not label:
+            report.error(rwhere, "brush region without a label")
+            continue
+        if schema.labels is not None and label not in schema.labels:
+            report.error(rwhere, f"unknown label {label!r} (not in the labeling config)")
+            continue
+        h, w = r.get("original_height", height), r.get("original_width", width)  # absent: the RLE length decides
+        if (h, w) != (height, width):
+            report.error(rwhere, f"mask size {w}x{h} disagrees with image {src} of size {width}x{height}")
+            continue
+        try:
+            mask = brush_rle_decode(value["rle"], height, width)
+        except Exception as exc:
+            report.error(rwhere, f"brush RLE does not decode: {exc}")
+            continue
+        exprs = list(task_exprs) if per_task else list(texts.get(str(r.get("id")), []))
+        objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere))
+    if not objects:
+        report.skipped["annotation without a brush mask"] += 1
+        return None
+    if per_task and len(objects) > 1:  # one task = one referred object: its brush strokes are merged
+        cats = {o.category for o in objects}
+        if len(cats) > 1:
+            report.error(where, f"one-expression task has brush regions with different labels {sorted(cats)}")
+            return None
+        merged = objects[0].mask.copy()
+        for o in objects[1:]:
+            merged |= o.mask
+        objects = [ObjectItem(mask=merged, category=objects[0].category, expressions=objects[0].expressions,
+                              where=where)]
+    kept: list[ObjectItem] = []
+    for o in objects:
+        if not o.expressions:
+            if missing_expression == "error":
+                report.error(o.where, "result without an expression (--missing-expression label uses the label instead)")
+                continue
+            if missing_expression == "skip":
+                report.skipped["object without an expression"] += 1
+                continue
+            if missing_expression == "label":
+                o.expressions = [label_to_phrase(o.category)]
+        kept.append(o)
+    if not kept:
+        return None
+    split = data.get("split") if isinstance(data.get("split"), str) else None
+    return ImageItem(source=src, path=path, width=width, height=height, objects=kept, split=split, where=where)
+
+
+def iter_items(tasks: Iterator[dict], schema: LabelSchema, resolver: ImageResolver, report: Report,
+               selection: Selection = "latest", missing_expression: MissingExpression = "error",
+               ) -> Iterator[ImageItem]:
+    """Tasks → items, one at a time (bounded memory); bad tasks are reported and skipped."""
+    for i, task in enumerate(tasks):
+        report.counts["tasks"] += 1
+        if not isinstance(task, dict):
+            report.error(f"task #{i}", f"not a JSON object ({type(task).__name__})")
+            continue
+        ann = select_annotation(task, selection, report)
+        if ann is None:
+            continue
+        item = task_to_item(task, ann, schema, resolver, report, missing_expression)
+        if item is not None:
+            yield item
