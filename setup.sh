@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One set-up command: creates .venv/ in the repository root and installs the toolkit with its test tools.
 #   bash setup.sh                      # the toolkit (.venv/bin/pslg)
-#   bash setup.sh --with-label-studio  # + a Label Studio 1.23 server in its own venv (.ls-venv/), for the end-to-end tests
+#   bash setup.sh --with-label-studio  # + a Label Studio 1.23 server in its own venv (.ls-venv/), for the end-to-end tests,
+#                                      #   and (as root, with apt) headless Chromium for the browser test
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -24,11 +25,29 @@ if [ "$with_ls" = 1 ] && [ ! -x .ls-venv/bin/label-studio ]; then
   ls_pid=$!
 fi
 
+browser_pid=""
+if [ "$with_ls" = 1 ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  # The browser end-to-end test (tests/e2e/test_browser.py) opens Label Studio in headless Chromium: Debian's
+  # chromium + chromium-driver, which need apt and root. Elsewhere that one test skips (fails under CI).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (
+      apt-get update -q
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+    ) > .browser-install.log 2>&1 &
+    browser_pid=$!
+  else
+    echo "setup.sh: not installing headless Chromium (needs root and apt-get: apt-get install chromium chromium-driver);" \
+         "the browser end-to-end test will skip" >&2
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[dev]"
+# every model stack ([all]: SAM and the grounding models) so that the whole test suite runs; users who only need
+# the weights-free backend and the converters install `pip install pslg-annotate` (no torch, see README)
+.venv/bin/pip install -q -e ".[all,dev,ray]"
 echo "setup.sh: toolkit installed: $(pwd)/.venv/bin/pslg"
 
 if [ -n "$ls_pid" ]; then
@@ -38,4 +57,13 @@ if [ -n "$ls_pid" ]; then
     exit 1
   fi
   echo "setup.sh: Label Studio installed: $(pwd)/.ls-venv/bin/label-studio"
+fi
+
+if [ -n "$browser_pid" ]; then
+  if ! wait "$browser_pid"; then
+    echo "setup.sh: Chromium install failed:" >&2
+    tail -n 40 .browser-install.log >&2
+    exit 1
+  fi
+  echo "setup.sh: headless Chromium installed: $(command -v chromium), $(command -v chromedriver)"
 fi

@@ -7,7 +7,10 @@ silent fallback: a user who asks for ``cuda`` and silently gets a 100× slower C
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported when a device is resolved: DeviceError stays importable without it
+    import torch
 
 __all__ = ["DeviceError", "resolve_device"]
 
@@ -17,6 +20,8 @@ class DeviceError(ValueError):
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -27,6 +32,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     ``None`` means ``"auto"``. Raises :class:`DeviceError` naming the device and what *is* available when an
     explicit device cannot be used.
     """
+    import torch
+
     if device is None:
         device = "auto"
     if isinstance(device, torch.device):
@@ -60,6 +67,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def _available() -> str:
+    import torch
+
     names = ["cpu"]
     if torch.cuda.is_available():
         names.append(f"cuda ×{torch.cuda.device_count()}")

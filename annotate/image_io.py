@@ -14,8 +14,8 @@ Choices (documented in docs/engine-io.md):
   2nd to its 98th percentile to 0–255, ignoring nodata, masked and non-finite pixels; the percentiles come from a
   regular subsample of at most ``STRETCH_SAMPLE`` valid pixels per band (exact for images up to that size).
   Nodata pixels become 0.
-* **Size limit.** ``max_pixels`` (default ``DEFAULT_MAX_PIXELS`` = 16384 × 16384 ≈ 268 MP, ~0.8 GB as RGB)
-  is checked from the header **before** decoding; bigger scenes should be tiled. Pillow's own
+* **Size limit.** ``max_pixels`` (default ``DEFAULT_MAX_PIXELS`` = 100 MP, ~0.3 GB as RGB; the one default of
+  the CLI and the backend, both overridable with ``PSLG_MAX_PIXELS``) is checked from the header **before** decoding; bigger scenes should be tiled. Pillow's own
   decompression-bomb limit (89 MP warning, 179 MP error) is superseded by this explicit one: images Pillow
   refuses for size are read through rasterio after the same check.
 * **Errors.** Every failure (missing, corrupt, truncated, unsupported, too large, bad ``bands``) raises
@@ -39,8 +39,9 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 
-#: Default pixel-count limit (width × height): 16384², ≈ 268 megapixels.
-DEFAULT_MAX_PIXELS: int = 16384 * 16384
+#: Default pixel-count limit (width × height): 100 megapixels (a 10000 × 10000 scene, ~0.3 GB as RGB). The CLI
+#: (``--max-pixels``) and the backend (``PSLG_MAX_PIXELS``) start from this one value.
+DEFAULT_MAX_PIXELS: int = 100_000_000
 #: At most this many valid pixels per band are sampled to estimate the 2–98 % stretch percentiles.
 STRETCH_SAMPLE: int = 1_000_000
 STRETCH_PERCENTILES: tuple[float, float] = (2.0, 98.0)

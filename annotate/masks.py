@@ -1,4 +1,9 @@
-"""Mask encodings of the engine: COCO RLE, COCO polygons, bbox and area.
+"""Mask encodings of the engine, the one COCO mask codec: COCO RLE, COCO polygons, bbox and area.
+
+Decoding accepts every spelling the datasets use (``segmentation_to_mask``): polygons, compressed and
+uncompressed RLE, and the RRSIS-D quirks (``segmentation`` as a *list holding one compressed RLE dict*).
+pycocotools is used directly (not re-implemented) because it *is* the reference the REFER loader and the
+RRSIS-D models decode with.
 
 COCO RLE and polygons
     COCO RLE (pycocotools, column-major) is lossless and is the default for exports. COCO polygons **cannot
@@ -15,12 +20,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-
-def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
-    arr = np.asarray(mask)
-    if arr.ndim != 2:
-        raise ValueError(f"mask must be 2-D (H, W), got shape {arr.shape}")
-    return arr if arr.dtype == bool else arr != 0
+from annotate.geometry import as_bool_mask
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -30,26 +30,82 @@ def _as_bool_mask(mask: np.ndarray) -> np.ndarray:
 
 def coco_rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """Compressed COCO RLE ``{"size": [h, w], "counts": str}`` (JSON-ready: counts decoded to ASCII)."""
-    m = _as_bool_mask(mask)
+    m = as_bool_mask(mask)
     rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
+class SegmentationError(ValueError):
+    """A COCO segmentation that cannot be decoded (its message says why)."""
+
+
+def _compressed_rle(segm: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+    if "counts" not in segm:
+        raise SegmentationError("RLE segmentation has no 'counts'")
+    size = segm.get("size") or [height, width]
+    if [int(size[0]), int(size[1])] != [height, width]:
+        raise SegmentationError(f"RLE size {list(size)} differs from the image size {[height, width]}")
+    counts = segm["counts"]
+    if isinstance(counts, list):  # uncompressed RLE (column-major run lengths, starting with zeros)
+        total = sum(int(c) for c in counts)
+        if total != height * width:
+            raise SegmentationError(f"uncompressed COCO RLE counts sum to {total}, expected {height}×{width} = "
+                                    f"{height * width}")
+        return mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
+    if isinstance(counts, str):
+        return {"size": [height, width], "counts": counts.encode("ascii")}
+    if isinstance(counts, bytes):
+        return {"size": [height, width], "counts": counts}
+    raise SegmentationError(f"COCO RLE counts must be str, bytes or a list, got {type(counts).__name__}")
+
+
+def to_rle_list(segm: Any, height: int, width: int) -> list[dict]:
+    """Normalise any COCO segmentation to a list of compressed RLE dicts of size (height, width).
+
+    Accepted, as the REFER loader RRSIS-D models use reads them (a list whose first element is a list is a
+    polygon set, anything else is RLE): an RLE dict with compressed (str/bytes) or uncompressed (list) counts;
+    a list of polygons; a single flat polygon; and the RRSIS-D quirk of a *list holding RLE dicts*.
+    """
+    if isinstance(segm, dict):
+        return [_compressed_rle(segm, height, width)]
+    if isinstance(segm, list):
+        if not segm:
+            raise SegmentationError("empty segmentation")
+        if isinstance(segm[0], dict):  # RRSIS-D quirk: [ {size, counts} ] (possibly several parts)
+            out: list[dict] = []
+            for part in segm:
+                out.extend(to_rle_list(part, height, width))
+            return out
+        if isinstance(segm[0], (list, tuple)):
+            polys = [list(map(float, p)) for p in segm if len(p) >= 6]
+            if not polys:
+                raise SegmentationError("polygon segmentation has no ring with 3 or more points")
+            return list(mask_utils.frPyObjects(polys, height, width))
+        if isinstance(segm[0], (int, float)):  # a single flat polygon without the outer list
+            if len(segm) < 6:
+                raise SegmentationError("polygon with fewer than 3 points")
+            return list(mask_utils.frPyObjects([list(map(float, segm))], height, width))
+    raise SegmentationError(f"unsupported segmentation of type {type(segm).__name__}")
+
+
+def segmentation_to_mask(segm: Any, height: int, width: int) -> np.ndarray:
+    """Decode any COCO/RRSIS segmentation (see ``to_rle_list``) to a bool (H, W) mask, the union of its parts."""
+    try:
+        rles = to_rle_list(segm, int(height), int(width))
+        merged = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+        return mask_utils.decode(merged).astype(bool)
+    except SegmentationError:
+        raise
+    except Exception as exc:  # pycocotools raises bare TypeErrors/ValueErrors on malformed counts
+        raise SegmentationError(f"cannot decode segmentation: {exc}") from exc
+
+
 def coco_rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """Bool mask from a COCO RLE dict; ``counts`` may be a str, bytes, or an uncompressed list of ints."""
+    """Bool mask from a COCO RLE dict (its own ``size``); ``counts`` may be a str, bytes, or an uncompressed list."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
-        raise ValueError("COCO RLE must be a dict with 'size' and 'counts'")
+        raise SegmentationError("COCO RLE must be a dict with 'size' and 'counts'")
     h, w = (int(v) for v in rle["size"])
-    counts = rle["counts"]
-    if isinstance(counts, list):
-        if sum(int(c) for c in counts) != h * w:
-            raise ValueError(f"uncompressed COCO RLE counts sum to {sum(counts)}, expected {h}×{w} = {h * w}")
-        compressed = mask_utils.frPyObjects({"size": [h, w], "counts": [int(c) for c in counts]}, h, w)
-    elif isinstance(counts, (str, bytes)):
-        compressed = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    else:
-        raise ValueError(f"COCO RLE counts must be str, bytes or a list, got {type(counts).__name__}")
-    return mask_utils.decode(compressed).astype(bool)
+    return segmentation_to_mask(rle, h, w)
 
 
 def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]:
@@ -64,7 +120,7 @@ def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]
     fewer than ``min_points`` vertices (single pixels, 1-pixel lines) are dropped: pycocotools would misread
     a 2-point ring (4 numbers) as a box.
     """
-    m = _as_bool_mask(mask).astype(np.uint8)
+    m = as_bool_mask(mask).astype(np.uint8)
     contours, _hierarchy = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     polys: list[list[float]] = []
     for c in contours:
@@ -72,6 +128,20 @@ def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]
             continue
         polys.append([float(v) for v in c.reshape(-1)])
     return polys
+
+
+def mask_hole_count(mask: np.ndarray) -> int:
+    """Number of holes (background regions enclosed by the mask), as ``mask_to_polygons`` would see them.
+
+    COCO polygon readers disagree on holes: pycocotools' union fills them, while the REFER ``getMask`` of
+    RMSIN sums the rings and keeps pixels equal to 1 (holes come back). A mask with holes therefore has no
+    polygon form every reader decodes the same way; writers check this first and keep such masks as RLE.
+    """
+    m = as_bool_mask(mask).astype(np.uint8)
+    contours, hierarchy = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return 0
+    return int(sum(1 for c, h in zip(contours, hierarchy[0]) if h[3] != -1 and len(c) >= 1))
 
 
 def polygons_to_mask(polys: Sequence[Sequence[float]], height: int, width: int, *, even_odd: bool = False) -> np.ndarray:
@@ -96,7 +166,7 @@ def polygons_to_mask(polys: Sequence[Sequence[float]], height: int, width: int, 
 def mask_to_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
     """COCO ``(x, y, w, h)`` of the pixels that are on (pixel edges: a single pixel at (3, 4) → (3, 4, 1, 1));
     ``(0, 0, 0, 0)`` for an empty mask."""
-    m = _as_bool_mask(mask)
+    m = as_bool_mask(mask)
     rows = np.flatnonzero(m.any(axis=1))
     if rows.size == 0:
         return (0.0, 0.0, 0.0, 0.0)
@@ -108,4 +178,4 @@ def mask_to_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 def mask_area(mask: np.ndarray) -> int:
     """Number of foreground pixels."""
-    return int(np.count_nonzero(_as_bool_mask(mask)))
+    return int(np.count_nonzero(as_bool_mask(mask)))

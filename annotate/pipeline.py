@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from annotate import defaults
+from annotate.geometry import as_rgb, clip_box
 from annotate.grounding.base import Grounder
 from annotate.segmenters.base import Segmenter
 from annotate.types import Box, Point, Prompt, PromptResult
@@ -26,43 +27,6 @@ TEXT_WITHOUT_GROUNDER = (
 
 class PromptError(ValueError):
     """A prompt that cannot be answered; the message is shown to the user as that prompt's error."""
-
-
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """Return ``image`` as a contiguous H×W×3 uint8 RGB array (grayscale and RGBA are accepted)."""
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] >= 4:
-        arr = arr[:, :, :3]
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"expected an H×W×3 RGB image, got an array of shape {np.asarray(image).shape}")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(np.nan_to_num(arr.astype(np.float64)), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)
-
-
-def clip_box(box: Sequence[float], width: int, height: int) -> Box:
-    """Validate ``box`` and clip it to the image; raise ``PromptError`` when it is malformed, empty or outside."""
-    try:
-        values = [float(v) for v in box]
-    except (TypeError, ValueError):
-        raise PromptError(f"box {box!r} is not four numbers (x0, y0, x1, y1)") from None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise PromptError(f"box {box!r} is not four finite numbers (x0, y0, x1, y1)")
-    x0, y0, x1, y1 = values
-    if x1 <= x0 or y1 <= y0:
-        raise PromptError(f"box {tuple(values)} is empty (zero or negative width/height); expected x0 < x1 and y0 < y1")
-    cx0, cy0 = min(max(x0, 0.0), float(width)), min(max(y0, 0.0), float(height))
-    cx1, cy1 = min(max(x1, 0.0), float(width)), min(max(y1, 0.0), float(height))
-    # a box that keeps less than one pixel inside the image has nothing to segment
-    if cx1 - cx0 < 1.0 or cy1 - cy0 < 1.0:
-        raise PromptError(f"box {tuple(values)} lies outside the {width}×{height} image")
-    return (cx0, cy0, cx1, cy1)
 
 
 def _check_points(prompt: Prompt, width: int, height: int) -> tuple[list[Point], list[int]]:
@@ -104,6 +68,11 @@ class Pipeline:
         self.use_mbo = defaults.use_mbo_for(name) if use_mbo is None else bool(use_mbo)
         self.cfpg_params = dict(cfpg_params or {})
         self.mbo_params = dict(mbo_params or {})
+        # click sessions on the last image (by its key): each new click of a session costs one local edit
+        from annotate.clicks import EditCache
+
+        self._edits = EditCache(32)
+        self._edits_key: Optional[str] = None
 
     @property
     def model_version(self) -> str:
@@ -159,23 +128,93 @@ class Pipeline:
         text = (prompt.text or "").strip()
         box: Optional[Box] = None
         grounding_score: Optional[float] = None
+        features: dict[str, float] = {}
 
         if prompt.box is not None:
             box = clip_box(prompt.box, width, height)
         elif text and self.grounder is not None:
             t = time.perf_counter()
-            candidates = self.grounder.ground(rgb, text, top_k=1)
+            candidates = self.grounder.ground(rgb, text, top_k=2)
             timings["grounding"] = (time.perf_counter() - t) * 1000.0
             if not candidates:
                 raise PromptError(f"the grounding model found nothing for {text!r}")
+            ranked = sorted((float(c.score) for c in candidates), reverse=True)
             best = max(candidates, key=lambda c: c.score)
             box = clip_box(best.box, width, height)
             grounding_score = float(best.score)
+            # the grounding margin: how clearly the expression picks this box over the runner-up
+            features["grounding_score"] = grounding_score
+            features["grounding_margin"] = ranked[0] - ranked[1] if len(ranked) > 1 else ranked[0]
         elif text and not points:
             raise PromptError(TEXT_WITHOUT_GROUNDER)
         if box is None and not points:
             raise PromptError("the prompt has no box, no points and no text: nothing says which object to segment")
 
+        user_points, user_labels = list(points), list(labels)
+        if user_points and box is not None and getattr(self.segmenter, "clicks_as_edits", False):
+            # the box is segmented and refined once; each click then edits that mask locally, in order, so a
+            # click changes the mask only around itself and a later refinement never undoes it (annotate.clicks)
+            from annotate.clicks import edit_session
+
+            clicks = [(pt, lab) for pt, lab in zip(user_points, user_labels)]
+            if image_key is None or image_key != self._edits_key:
+                self._edits.clear()
+            self._edits_key = image_key
+            used: dict = {}
+
+            def base() -> tuple[np.ndarray, float]:
+                used["mask"], used["score"], used["points"], used["labels"] = self._segment_and_refine(
+                    rgb, box, [], [], image_key, state, timings, category=prompt.category, features=features
+                )
+                return used["mask"], used["score"]
+
+            t = time.perf_counter()
+            mask, score = edit_session(rgb, (image_key, tuple(round(v, 3) for v in box)), base, clicks,
+                                       self._edits if image_key is not None else None)
+            timings["clicks"] = (time.perf_counter() - t) * 1000.0 - sum(timings.get(k, 0.0) for k in ("cfpg", "segment", "mbo"))
+            # the points the segmenter got: the CFPG point of the box (when it ran), then the user's clicks
+            points = used.get("points", []) + user_points
+            labels = used.get("labels", []) + user_labels
+        else:
+            mask, score, points, labels = self._segment_and_refine(
+                rgb, box, user_points, user_labels, image_key, state, timings, category=prompt.category,
+                features=features,
+            )
+        if box is not None:
+            from annotate.quality import mask_box_features
+
+            features.update(mask_box_features(mask, box, (height, width)))
+
+        return PromptResult(
+            mask=mask,
+            score=float(np.clip(score, 0.0, 1.0)),
+            box=box,
+            points=points,
+            point_labels=labels,
+            grounding_score=grounding_score,
+            features=features,
+        )
+
+    def _segment_and_refine(
+        self,
+        rgb: np.ndarray,
+        box: Optional[Box],
+        user_points: list[Point],
+        user_labels: list[int],
+        image_key: Optional[str],
+        state: dict,
+        timings: dict[str, float],
+        category: Optional[str] = None,
+        features: Optional[dict[str, float]] = None,
+    ) -> tuple[np.ndarray, float, list[Point], list[int]]:
+        """CFPG point → segmenter → MBO → click repair: (mask, score, points sent, their labels).
+
+        ``features`` receives what the quality estimate (``annotate.quality``) reads: the segmenter's own score
+        and how much MBO changed its mask.
+        """
+        features = {} if features is None else features
+        height, width = rgb.shape[:2]
+        points, labels = list(user_points), list(user_labels)
         # CFPG adds the paper's positive point only when the user gave none (a user's click beats a cluster)
         if self.use_cfpg and box is not None and 1 not in labels:
             from annotate.cfpg import foreground_point
@@ -189,10 +228,12 @@ class Pipeline:
 
         self._ensure_image(rgb, image_key, state, timings)
         t = time.perf_counter()
+        extra = {"category": category} if getattr(self.segmenter, "uses_category", False) else {}
         out = self.segmenter.predict(
             box=None if box is None else np.asarray(box, dtype=np.float64),
             point_coords=np.asarray(points, dtype=np.float64).reshape(-1, 2) if points else None,
             point_labels=np.asarray(labels, dtype=np.int64) if points else None,
+            **extra,
         )
         timings["segment"] = (time.perf_counter() - t) * 1000.0
         mask = np.asarray(out.mask, dtype=bool)
@@ -203,14 +244,20 @@ class Pipeline:
             from annotate.mbo import refine_mask
 
             t = time.perf_counter()
-            mask = refine_mask(rgb, mask, box, **self.mbo_params)
+            before = mask
+            mask = refine_mask(rgb, mask, box, points=user_points, point_labels=user_labels, **self.mbo_params)
             timings["mbo"] = (time.perf_counter() - t) * 1000.0
+            from annotate.geometry import mask_iou
 
-        return PromptResult(
-            mask=mask,
-            score=float(np.clip(out.score, 0.0, 1.0)),
-            box=box,
-            points=points,
-            point_labels=labels,
-            grounding_score=grounding_score,
-        )
+            features["mbo_change"] = 1.0 - mask_iou(before, mask)
+        features["segmenter_score"] = float(out.score)
+
+        if user_points:
+            # every click is a hard constraint: whatever a stage did, a contradicted click is repaired locally
+            from annotate.clicks import honour_clicks
+
+            t = time.perf_counter()
+            mask = honour_clicks(rgb, mask, user_points, user_labels)
+            timings["clicks"] = (time.perf_counter() - t) * 1000.0
+        return mask, float(out.score), points, labels
+

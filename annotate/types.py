@@ -30,6 +30,8 @@ class Prompt:
     points: list[Point] = field(default_factory=list)
     point_labels: list[int] = field(default_factory=list)
     text: Optional[str] = None
+    #: The object's class, when known (a task's label): picks the segmenter's learned shape prior.
+    category: Optional[str] = None
 
 
 @dataclass
@@ -58,6 +60,10 @@ class PromptResult:
     grounding_score: Optional[float] = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: Optional[str] = None
+    #: What the quality estimate (``annotate.quality``) reads: ``segmenter_score`` (SAM's IoU prediction or the
+    #: classical segmenter's evidence), ``grounding_score`` / ``grounding_margin``, ``box_agreement``,
+    #: ``box_fill``, ``mbo_change``, ``box_area_log``, ``box_aspect``.
+    features: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

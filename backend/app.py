@@ -14,25 +14,35 @@ import time
 from typing import Any, Optional
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend.config import Settings
 from backend.engine import FAILED, EngineNotReady
-from backend.labels import LabelConfigError
+from converters.labelstudio.schema import LabelConfigError
 from backend.model import PSLGModel, predict_envelopes
-from backend.runtime import Runtime
+from backend.runtime import Runtime, SetupRefused
 
 log = logging.getLogger("pslg.backend.app")
 
 
+def basic_auth_ok(header: str, user: str, password: str) -> bool:
+    """Whether an ``Authorization: Basic`` header carries ``user``/``password``, compared as UTF-8 bytes in
+    constant time (``hmac.compare_digest`` refuses non-ASCII ``str``, which made a non-ASCII password a 500)."""
+    if not header.startswith("Basic "):
+        return False
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True)
+    except ValueError:
+        return False
+    given_user, _, given_password = raw.partition(b":")
+    user_ok = hmac.compare_digest(given_user, user.encode("utf-8"))
+    password_ok = hmac.compare_digest(given_password, password.encode("utf-8"))
+    return user_ok and password_ok
+
+
 def _check_basic_auth(settings: Settings) -> Optional[Response]:
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Basic "):
-        try:
-            user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            user, password = "", ""
-        if hmac.compare_digest(user, settings.basic_auth_user or "") and hmac.compare_digest(password, settings.basic_auth_pass or ""):
-            return None
+    if basic_auth_ok(request.headers.get("Authorization", ""), settings.basic_auth_user or "", settings.basic_auth_pass or ""):
+        return None
     return Response('{"error": "authentication required"}', 401, {"WWW-Authenticate": 'Basic realm="pslg"',
                                                                    "Content-Type": "application/json"})
 
@@ -41,29 +51,77 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
 
+def task_problem(task: Any) -> Optional[str]:
+    """Why a task of a ``/predict`` body cannot be predicted at all (its shape), or None."""
+    if not isinstance(task, dict):
+        return f"a task must be a JSON object, not {type(task).__name__}"
+    data = task.get("data")
+    if data is not None and not isinstance(data, dict):
+        return f"task 'data' must be a JSON object, not {type(data).__name__}"
+    return None
+
+
+def failed_prediction(model_version: str, message: str) -> dict:
+    """The envelope of a task that could not be predicted: empty, with the reason (Label Studio 1.23 stores only
+    ``result``/``score``/``model_version`` and ignores ``error``, so the reason reaches the caller harmlessly)."""
+    return {"result": [], "score": 0.0, "model_version": model_version, "error": message}
+
+
+def _project_key(project: Any) -> str:
+    """Label Studio sends ``"<project id>.<created timestamp>"``; the id part names the project."""
+    if project is None or isinstance(project, (dict, list, bool)):
+        return ""
+    return str(project).split(".")[0]
+
+
 def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] = None) -> Flask:
     """The WSGI app; models start loading in the background right away (``/health`` shows the state)."""
+    from converters.labelstudio.fetch import LRUCache
+
     settings = settings or (runtime.settings if runtime is not None else Settings.from_env())
     runtime = runtime or Runtime(settings)
     app = Flask("pslg-backend")
     app.config["PSLG_RUNTIME"] = runtime
-    models: dict[tuple[str, str], PSLGModel] = {}
-    project_configs: dict[str, str] = {}
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    # bounded: distinct projects and labeling configs come from requests, each model holds a parsed config
+    models = LRUCache(size=settings.max_projects, sizeof=lambda _: 0)
+    project_configs = LRUCache(size=settings.max_projects, sizeof=lambda _: 0)
+    app.extensions["pslg_models"] = models
+    app.extensions["pslg_project_configs"] = project_configs
 
-    def model_for(project: Optional[str], label_config: Optional[str]) -> PSLGModel:
-        project_id = str(project).split(".")[0] if project is not None else ""
-        config = label_config or project_configs.get(project_id)
+    def check_config(config: Any) -> str:
+        if not isinstance(config, str):
+            raise LabelConfigError(f"the labeling config must be an XML string, not {type(config).__name__}")
+        if len(config.encode("utf-8")) > settings.max_label_config_bytes:
+            raise LabelConfigError(f"the labeling config is over {settings.max_label_config_bytes} bytes (PSLG_MAX_LABEL_CONFIG_BYTES)")
+        return config
+
+    def model_for(project: Any, label_config: Any) -> PSLGModel:
+        project_id = _project_key(project)
+        config = label_config if label_config is not None else project_configs.get(project_id)
         if not config:
             raise LabelConfigError("no labeling config: send label_config with /predict or call /setup first")
+        config = check_config(config)
         key = (project_id, config)
-        if key not in models:
-            models[key] = PSLGModel(runtime, project_id=project_id, label_config=config)
-        return models[key]
+        model = models.get(key)
+        if model is None:
+            model = PSLGModel(runtime, project_id=project_id, label_config=config)
+            models.put(key, model)
+        return model
 
     if settings.basic_auth_enabled:
         @app.before_request
         def _auth() -> Optional[Response]:
             return _check_basic_auth(settings)
+
+    @app.before_request
+    def _cap_unsized_bodies() -> None:
+        """A chunked body (no Content-Length) is cut at MAX_CONTENT_LENGTH by Werkzeug without an error; answer 413
+        instead of parsing a truncated body."""
+        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+            request.get_data(cache=True)  # reads at most MAX_CONTENT_LENGTH bytes
+            if request.environ["wsgi.input"].read(1):
+                raise RequestEntityTooLarge()
 
     @app.route("/", methods=["GET"])
     @app.route("/health", methods=["GET"])
@@ -77,20 +135,31 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             body["error"] = engine.error
         if runtime.trainer.status.last_error:
             body["training_error"] = runtime.trainer.status.last_error
+        body.update(engine.health())  # the served grounding model, and "fallback" when an older one is served
         return jsonify(body)
 
     @app.route("/setup", methods=["POST"])
     def setup():
-        data = request.get_json(silent=True) or {}
-        project = str(data.get("project") or "").split(".")[0]
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            return _error(400, "the /setup body must be a JSON object")
+        project = _project_key(data.get("project"))
         schema = data.get("schema") or data.get("label_config")
         if schema:
             try:
                 model_for(project, schema)
             except LabelConfigError as exc:
                 return _error(400, str(exc))
-            project_configs[project] = schema
-        runtime.remember_setup(project, data.get("hostname"), data.get("access_token"))
+        try:
+            runtime.remember_setup(project, data.get("hostname"), data.get("access_token"),
+                                   authenticated=settings.basic_auth_enabled)
+        except SetupRefused as exc:
+            log.warning("/setup refused: %s", exc)
+            return _error(403, str(exc))
+        if schema:  # only once the setup is accepted: a refused /setup changes nothing
+            project_configs.put(project, schema)
+            runtime.remember_label_config(project or None, schema)
+        runtime.engine.request_refresh()  # a newer version in the model store is picked up in the background
         return jsonify({"model_version": runtime.engine.model_version})
 
     @app.route("/predict", methods=["POST"])
@@ -101,8 +170,12 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         tasks = data.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             return _error(400, "'tasks' must be a non-empty list of Label Studio tasks")
-        params = data.get("params") or {}
-        context = params.get("context") if isinstance(params, dict) else None
+        params = data.get("params")
+        if params is not None and not isinstance(params, dict):
+            return _error(400, f"'params' must be a JSON object, not {type(params).__name__}")
+        context = (params or {}).get("context")
+        if context is not None and not isinstance(context, dict):
+            return _error(400, f"'params.context' must be a JSON object, not {type(context).__name__}")
         try:
             model = model_for(data.get("project"), data.get("label_config"))
         except LabelConfigError as exc:
@@ -111,10 +184,23 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             state = "failed to load: " + str(runtime.engine.error) if runtime.engine.state == FAILED else "still loading"
             return _error(503, f"the models are {state}")
         t0 = time.perf_counter()
-        try:
-            results = predict_envelopes(model, tasks, context)
-        except EngineNotReady as exc:
-            return _error(503, str(exc))
+        version = runtime.engine.model_version
+        results: list[Optional[dict]] = [None] * len(tasks)
+        valid: list[int] = []
+        for i, task in enumerate(tasks):
+            problem = task_problem(task)
+            if problem is None:
+                valid.append(i)
+                continue
+            log.warning("task #%d of the request: %s; empty prediction", i, problem)
+            results[i] = failed_prediction(version, problem)
+        if valid:
+            try:
+                predicted = predict_envelopes(model, [tasks[i] for i in valid], context)
+            except EngineNotReady as exc:
+                return _error(503, str(exc))
+            for i, envelope in zip(valid, predicted):
+                results[i] = envelope
         log.info("predicted %d task(s)%s in %.0f ms", len(tasks), " (interactive)" if context else "",
                  1000 * (time.perf_counter() - t0))
         return jsonify({"results": results, "model_version": runtime.engine.model_version})
@@ -136,18 +222,30 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         data = request.get_json(silent=True)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
             return _error(400, "a /train body must be a JSON object with 'annotations' (tasks with their annotations)")
-        project = str(data.get("project") or "").split(".")[0] or None
+        project = _project_key(data.get("project")) or None
         stored = 0
+        errors: list[str] = []
         for task in data["annotations"]:
-            for annotation in (task or {}).get("annotations") or []:
-                if isinstance(annotation, dict) and "id" in annotation:
-                    runtime.store.upsert("TRAIN", project, {k: v for k, v in task.items() if k != "annotations"}, annotation)
-                    stored += 1
-        return jsonify({"status": "training", "stored": stored, "training": runtime.trainer.request("/train")}), 201
+            if not isinstance(task, dict) or not isinstance(task.get("annotations") or [], list):
+                errors.append(f"a /train item must be a task object with an 'annotations' list, not {type(task).__name__}")
+                continue
+            for annotation in task.get("annotations") or []:
+                try:
+                    status = runtime.train_item(project, {k: v for k, v in task.items() if k != "annotations"}, annotation)
+                except ValueError as exc:
+                    errors.append(str(exc))
+                    continue
+                stored += status == "stored"
+        answer: dict[str, Any] = {"status": "training", "stored": stored, "training": runtime.trainer.request("/train")}
+        if errors:
+            answer["errors"] = errors
+        return jsonify(answer), 201
 
     @app.route("/validate", methods=["POST"])
     def validate():
-        data = request.get_json(silent=True) or {}
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            return _error(400, "the /validate body must be a JSON object with 'config'")
         try:
             model_for(None, data.get("config") or data.get("label_config"))
         except LabelConfigError as exc:
@@ -159,6 +257,10 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         engine = runtime.engine
         known = list(engine.versions) or [engine.model_version]
         return jsonify({"versions": known, "model_version": engine.model_version})
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc):
+        return _error(413, f"the request body is over {settings.max_request_bytes} bytes (PSLG_MAX_REQUEST_BYTES)")
 
     @app.errorhandler(500)
     def internal(exc):  # never leak a traceback (or a token) to the caller

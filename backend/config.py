@@ -13,9 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
+from annotate.image_io import DEFAULT_MAX_PIXELS
+from annotate.polygons import DEFAULT_POLYGON_TOLERANCE, Tolerance
+
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_IMAGE_TIMEOUT_S = 30.0
-DEFAULT_MAX_PIXELS = 100_000_000
+#: decoded images kept for clicks: bytes of pixels (a 10000×10000 RGB image is 300 MB) and entries
+DEFAULT_IMAGE_CACHE_BYTES = 1024 * 1024 * 1024
+DEFAULT_IMAGE_CACHE_ITEMS = 16
+#: largest request body (``/predict``, ``/webhook``, ``/train``): Flask answers 413 above it
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: projects (and labeling configs) whose model, config and /setup credentials are kept, least recently used out
+DEFAULT_MAX_PROJECTS = 64
+#: largest labeling config accepted (real ones are a few KB)
+DEFAULT_MAX_LABEL_CONFIG_BYTES = 1024 * 1024
 
 
 def _str(env: Mapping[str, str], name: str) -> Optional[str]:
@@ -57,6 +68,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
 
 
+def _tolerance(env: Mapping[str, str], name: str) -> Tolerance:
+    raw = _str(env, name)
+    try:
+        return Tolerance.parse(raw if raw is not None else DEFAULT_POLYGON_TOLERANCE)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}: {exc}") from None
+
+
 @dataclass
 class Settings:
     """Everything the backend reads from its environment (see docs/backend.md for the table)."""
@@ -79,6 +98,25 @@ class Settings:
     train_epochs: Optional[int] = None
     use_cfpg: Optional[bool] = None
     use_mbo: Optional[bool] = None
+    #: seconds between looks at the grounding model store for a new version (0: only on /setup and retrains)
+    model_poll_s: float = 5.0
+    #: most seconds of inference one request may use; prompts not started by then fail (0: no limit)
+    inference_budget_s: float = 300.0
+    workers: int = 1  # inference processes; from the environment, PSLG_WORKERS unset or 0 = one per core
+    embedding_cache: Optional[Path] = None
+    embedding_cache_bytes: int = 2 * 1024**3
+    local_image_root: Optional[str] = None
+    image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES
+    image_cache_items: int = DEFAULT_IMAGE_CACHE_ITEMS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_projects: int = DEFAULT_MAX_PROJECTS
+    max_label_config_bytes: int = DEFAULT_MAX_LABEL_CONFIG_BYTES
+    #: simplification of polygon predictions (PolygonLabels configs): px, or "p%" of each piece's diagonal
+    polygon_tolerance: Tolerance = field(default_factory=lambda: Tolerance.parse(DEFAULT_POLYGON_TOLERANCE))
+    #: learning from corrections without a grounding model: corrected masks a category needs for its own shape
+    #: prior, and (pre-label, correction) pairs before the quality estimate replaces today's score
+    prior_min_samples: int = 3
+    quality_min_pairs: int = 20
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -104,6 +142,20 @@ class Settings:
             train_epochs=int(epochs) if epochs else None,
             use_cfpg=_bool(env, "PSLG_USE_CFPG"),
             use_mbo=_bool(env, "PSLG_USE_MBO"),
+            model_poll_s=_float(env, "PSLG_MODEL_POLL", 5.0),
+            inference_budget_s=_float(env, "PSLG_INFERENCE_BUDGET", 300.0),
+            workers=_int(env, "PSLG_WORKERS", 0),
+            embedding_cache=Path(_str(env, "PSLG_EMBEDDING_CACHE")) if _str(env, "PSLG_EMBEDDING_CACHE") else None,
+            embedding_cache_bytes=_int(env, "PSLG_EMBEDDING_CACHE_BYTES", 2 * 1024**3),
+            local_image_root=_str(env, "PSLG_LOCAL_IMAGE_ROOT"),
+            image_cache_bytes=_int(env, "PSLG_IMAGE_CACHE_BYTES", DEFAULT_IMAGE_CACHE_BYTES),
+            image_cache_items=_int(env, "PSLG_IMAGE_CACHE_ITEMS", DEFAULT_IMAGE_CACHE_ITEMS),
+            max_request_bytes=_int(env, "PSLG_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
+            max_projects=_int(env, "PSLG_MAX_PROJECTS", DEFAULT_MAX_PROJECTS),
+            max_label_config_bytes=_int(env, "PSLG_MAX_LABEL_CONFIG_BYTES", DEFAULT_MAX_LABEL_CONFIG_BYTES),
+            polygon_tolerance=_tolerance(env, "PSLG_POLYGON_TOLERANCE"),
+            prior_min_samples=max(1, _int(env, "PSLG_PRIOR_MIN_SAMPLES", 3)),
+            quality_min_pairs=max(3, _int(env, "PSLG_QUALITY_MIN_PAIRS", 20)),
         )
 
     @property

@@ -17,15 +17,15 @@ docs/backend.md). ``PSLGModel`` is ours:
 from __future__ import annotations
 
 import logging
-import uuid
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 
 from annotate.image_io import LoadedImage
 from annotate.types import Prompt, PromptResult
+from converters.labelstudio.regions import prediction_regions
+from converters.labelstudio.schema import LabelSchema
 from converters.labelstudio.tasks import context_prompt, task_box
-from backend.labels import LabelSchema
 
 log = logging.getLogger("pslg.backend.model")
 
@@ -67,10 +67,6 @@ def parse_schema(label_config: str) -> LabelSchema:
     return LabelSchema.parse(label_config)
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex[:10]
-
-
 class PSLGModel(LabelStudioMLBase):
     """PSLG-SAM pre-labelling and refinement for one project; models and caches live in the ``Runtime``."""
 
@@ -89,42 +85,18 @@ class PSLGModel(LabelStudioMLBase):
     def _load(self, url: str) -> LoadedImage:
         return self.runtime.load_image(url, project=self.project_id)
 
-    def _empty(self, version: str) -> dict:
-        return {"result": [], "score": 0.0, "model_version": version}
+    def _empty(self, version: str, error: Optional[str] = None) -> dict:
+        """An empty prediction; with ``error`` the reason travels in the answer too (Label Studio ignores the key)."""
+        empty = {"result": [], "score": 0.0, "model_version": version}
+        if error:
+            empty["error"] = error
+        return empty
 
     def _regions(self, image: LoadedImage, result: PromptResult, label: Optional[str],
                  expression: Optional[str], with_box: bool) -> list[dict]:
-        from converters.labelstudio.brush import brush_rle_encode
-
-        s = self.schema
-        w, h = image.width, image.height
-        brush_id = _new_id()
-        score = _score(result)
-        regions: list[dict] = [{
-            "id": brush_id, "from_name": s.brush_name, "to_name": s.image_name, "type": "brushlabels",
-            "original_width": w, "original_height": h, "image_rotation": 0, "score": score,
-            "value": {"format": "rle", "rle": brush_rle_encode(result.mask), "brushlabels": [label] if label else []},
-        }]
-        if with_box and s.rect_name and result.box is not None:
-            x0, y0, x1, y1 = result.box
-            rect_id = _new_id()
-            rect_label = label if label in s.rect_labels else (s.rect_labels[0] if s.rect_labels else None)
-            regions.append({
-                "id": rect_id, "from_name": s.rect_name, "to_name": s.image_name, "type": "rectanglelabels",
-                "original_width": w, "original_height": h, "image_rotation": 0,
-                "score": float(result.grounding_score) if result.grounding_score is not None else score,
-                "value": {"x": 100.0 * x0 / w, "y": 100.0 * y0 / h, "width": 100.0 * (x1 - x0) / w,
-                          "height": 100.0 * (y1 - y0) / h, "rotation": 0,
-                          "rectanglelabels": [rect_label] if rect_label else []},
-            })
-            regions.append({"type": "relation", "from_id": rect_id, "to_id": brush_id, "direction": "right"})
-        if expression and s.textarea_name:
-            # per-region TextArea: same id as the mask, so the expression is shown on (and linked to) it
-            regions.append({
-                "id": brush_id if s.textarea_per_region else _new_id(), "from_name": s.textarea_name,
-                "to_name": s.image_name, "type": "textarea", "value": {"text": [expression]},
-            })
-        return regions
+        return prediction_regions(self.schema, result.mask, label, self.runtime.engine.score(result),
+                                  box=result.box if with_box else None, box_score=result.grounding_score,
+                                  expression=expression, tolerance=self.runtime.settings.polygon_tolerance)
 
     # --- predict ---------------------------------------------------------------------------------------------
     def predict(self, tasks: list[dict], context: Optional[dict] = None, **kwargs: Any) -> list[dict]:
@@ -154,31 +126,45 @@ class PSLGModel(LabelStudioMLBase):
                 raise ValueError(result.error)
         except Exception as exc:
             log.warning("task %s: interactive prediction failed: %s", tid, exc)
-            return self._empty(version)
+            return self._empty(version, f"interactive prediction failed: {exc}")
         expression = prompt.text or self.schema.expression(data)
         label = self.schema.choose_label(expression, data, hint=hint)
         regions = self._regions(image, result, label, None, with_box=False)
-        return {"result": regions, "score": _score(result), "model_version": version}
+        return {"result": regions, "score": self.runtime.engine.score(result), "model_version": version}
 
-    def _predict_batch(self, tasks: list[dict]) -> list[dict]:
+    def _predict_batch(self, tasks: list[dict], errors: Optional[dict[int, str]] = None) -> list[dict]:
+        """One prediction per task (empty when the task cannot be predicted), same order.
+
+        The one task → prediction path: the backend's batch ``/predict`` and ``pslg prelabel`` both call it.
+        ``errors`` (when given) receives ``{task index: reason}`` for every task answered with an empty
+        prediction, so a bulk job can list them and retry them later instead of storing empty predictions.
+        Images are loaded first and then run together through ``Engine.run_many``, which spreads them over
+        the engine's worker processes when it has some.
+        """
         version = self.model_version
         out: list[Optional[dict]] = [None] * len(tasks)
+
+        def fail(i: int, reason: str) -> None:
+            log.warning("task %s: %s; empty prediction", (tasks[i] or {}).get("id"), reason)
+            if errors is not None:
+                errors[i] = reason
+            out[i] = self._empty(version, reason)
+
         by_image: dict[str, list[int]] = {}
         for i, task in enumerate(tasks):
             url = self.schema.image_url((task or {}).get("data") or {})
             if url is None:
-                log.warning("task %s: no image under data.%s; empty prediction", (task or {}).get("id"), self.schema.image_key)
-                out[i] = self._empty(version)
+                fail(i, f"no image under data.{self.schema.image_key}")
                 continue
             by_image.setdefault(url, []).append(i)
         has_grounder = self.runtime.engine.has_grounder
+        jobs: list[tuple[LoadedImage, list[int], list[Prompt]]] = []
         for url, indices in by_image.items():
             try:
                 image = self._load(url)
             except Exception as exc:
                 for i in indices:
-                    log.warning("task %s: %s; empty prediction", tasks[i].get("id"), exc)
-                    out[i] = self._empty(version)
+                    fail(i, str(exc))
                 continue
             prompts: list[Prompt] = []
             runnable: list[int] = []
@@ -187,35 +173,60 @@ class PSLGModel(LabelStudioMLBase):
                 expression = self.schema.expression(data)
                 try:
                     box = task_box(data, image.width, image.height)
+                    # the task's label picks the learned shape prior of its class (annotate.priors)
+                    category = self.schema.choose_label(expression, data)
                     if has_grounder and expression:
-                        prompts.append(Prompt(text=expression))
+                        prompts.append(Prompt(text=expression, category=category))
                     elif box is not None:
-                        prompts.append(Prompt(box=box, text=expression))
+                        prompts.append(Prompt(box=box, text=expression, category=category))
                     elif not expression:
                         raise ValueError("the task has no referring expression and no bbox")
                     else:
                         raise ValueError("no grounding model is configured (PSLG_GROUNDING_MODEL) and the task has no bbox")
                 except ValueError as exc:
-                    log.warning("task %s: %s; empty prediction", tasks[i].get("id"), exc)
-                    out[i] = self._empty(version)
+                    fail(i, str(exc))
                     continue
                 runnable.append(i)
-            if not prompts:
-                continue
-            try:
-                results = self.runtime.engine.run(image.rgb, prompts, image.key)
-            except Exception as exc:
-                results = [PromptResult(mask=None, score=0.0, box=None, error=str(exc)) for _ in prompts]
+            if prompts:
+                jobs.append((image, runnable, prompts))
+        all_results = self.runtime.engine.run_many([(image.rgb, prompts, image.key) for image, _, prompts in jobs])
+        for (image, runnable, prompts), results in zip(jobs, all_results):
             for i, prompt, result in zip(runnable, prompts, results):
                 data = tasks[i].get("data") or {}
                 if not result.ok:
-                    log.warning("task %s: %s; empty prediction", tasks[i].get("id"), result.error)
-                    out[i] = self._empty(version)
+                    fail(i, str(result.error))
                     continue
                 label = self.schema.choose_label(prompt.text, data)
+                score = self.runtime.engine.score(result)
                 out[i] = {"result": self._regions(image, result, label, prompt.text, with_box=True),
-                          "score": _score(result), "model_version": version}
+                          "score": score, "model_version": version}
+                self._keep_prelabel(tasks[i], version, score, result)
+        self._pin_project_version(version)
         return [o if o is not None else self._empty(version) for o in out]
+
+    def _pin_project_version(self, version: str) -> None:
+        """With a token configured, keep the project's model version on the served one (``backend.project_version``)."""
+        if self.project_id is None or self.runtime.credentials(self.project_id) is None:
+            return
+        from backend.project_version import PINS
+
+        try:
+            PINS.ensure(self.runtime.fetcher(self.project_id).auth, self.project_id, version)
+        except ValueError as exc:  # a project id that is not a Label Studio id: nothing to pin
+            log.warning("project %s: model version not pinned: %s", self.project_id, exc)
+
+    def _keep_prelabel(self, task: dict, version: str, score: float, result: PromptResult) -> None:
+        """Store the served pre-label beside the task's future correction: the quality estimate's training pairs."""
+        store = getattr(self.runtime, "store", None)
+        if store is None or task.get("id") is None:
+            return
+        from annotate.masks import coco_rle_encode
+
+        try:
+            store.record_prelabel(self.project_id, task["id"], version, score, dict(result.features),
+                                  coco_rle_encode(result.mask))
+        except (ValueError, OSError) as exc:  # the prediction is still served; only its pairing is lost
+            log.warning("task %s: pre-label not kept for learning: %s", task.get("id"), exc)
 
     # --- fit ---------------------------------------------------------------------------------------------------
     def fit(self, event: str, data: dict, **kwargs: Any) -> dict:
@@ -223,10 +234,10 @@ class PSLGModel(LabelStudioMLBase):
 
 
 def _score(result: PromptResult) -> float:
-    score = float(result.score)
-    if result.grounding_score is not None:
-        score *= float(result.grounding_score)
-    return float(min(max(score, 0.0), 1.0))
+    """Today's score (before a quality estimate is learned): ``annotate.quality.fallback_score``."""
+    from annotate.quality import fallback_score
+
+    return fallback_score(result)
 
 
 def predict_envelopes(model: PSLGModel, tasks: Sequence[dict], context: Optional[dict]) -> list[dict]:

@@ -2,8 +2,12 @@
 
 Why SQLite with WAL and a lock: gunicorn threads answer concurrent webhooks; WAL lets readers (the trainer
 exporting a training set) run while writers append, ``busy_timeout`` absorbs a second process, and a
-process-level lock serialises our own writers so no event is lost. An annotation is keyed by its Label Studio id:
-``ANNOTATION_UPDATED`` replaces it, ``ANNOTATION_DELETED`` removes it.
+process-level lock serialises our own writers so no event is lost. An annotation is keyed by its Label Studio id.
+
+Why ``updated_at`` and tombstones: Label Studio retries webhooks and sends them from worker queues, so events
+arrive late and out of order. A write older than the stored version (Label Studio's ``updated_at``) is ignored,
+so a retried ``ANNOTATION_CREATED`` never overwrites a newer ``ANNOTATION_UPDATED``; a deleted annotation or task
+leaves a tombstone, so a late create never resurrects it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotations (
@@ -28,7 +33,59 @@ CREATE TABLE IF NOT EXISTS annotations (
     seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prelabels (
+    project TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    model_version TEXT NOT NULL,
+    score REAL NOT NULL,
+    features TEXT NOT NULL,
+    mask TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (project, task_id)
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    kind TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    deleted_at REAL NOT NULL,
+    PRIMARY KEY (kind, id)
+);
 """
+
+#: Label Studio ids are 64-bit signed integers (Django BigAutoField / AutoField).
+MAX_ID = 2**63 - 1
+
+STORED, STALE, DELETED = "stored", "stale", "deleted"
+
+
+def parse_id(value: Any, what: str = "annotation id") -> int:
+    """A Label Studio id: an int (not a bool) or a string of ASCII digits, 0 … 2^63−1; anything else is a ValueError.
+
+    Why strict: ``int(12.9)`` and ``int(True)`` would silently store annotation 12 or 1 under the wrong key.
+    """
+    if isinstance(value, str) and value.isascii() and value.isdecimal():
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ValueError(f"{what} {value!r} is not an integer id")
+    if not 0 <= number <= MAX_ID:
+        raise ValueError(f"{what} {value!r} is outside 0 … 2^63-1")
+    return number
+
+
+def parse_updated_at(value: Any) -> Optional[float]:
+    """Label Studio's ``updated_at`` (ISO 8601; naive means UTC) as epoch seconds; None when absent."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"updated_at {value!r} is not an ISO 8601 time")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"updated_at {value!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 @dataclass
@@ -39,6 +96,27 @@ class StoredAnnotation:
     task: dict[str, Any]
     annotation: dict[str, Any]
     seq: int
+
+
+@dataclass
+class StoredPrelabel:
+    """The pre-label a task was last served (before anyone corrected it): what the quality estimate learns from."""
+
+    project: Optional[str]
+    task_id: int
+    model_version: str
+    score: float
+    features: dict[str, float]
+    mask_rle: dict[str, Any]  #: COCO RLE (``annotate.masks.coco_rle_encode``)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What an upsert did: ``stored`` (with its sequence number), ``stale`` (older than the stored version) or
+    ``deleted`` (the annotation or its task was deleted before)."""
+
+    status: str
+    seq: Optional[int] = None
 
 
 class TrainingStore:
@@ -54,6 +132,9 @@ class TrainingStore:
         self._conn.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._conn.executescript(SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(annotations)")}
+            if "source_updated_at" not in columns:  # stores written before updated_at was compared
+                self._conn.execute("ALTER TABLE annotations ADD COLUMN source_updated_at REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -65,34 +146,96 @@ class TrainingStore:
         self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seq', ?)", (str(seq),))
         return seq
 
-    def upsert(self, action: str, project: Any, task: dict[str, Any], annotation: dict[str, Any]) -> int:
-        """Store (or replace) one annotation; returns its sequence number."""
+    def _tombstoned(self, annotation_id: int, task_id: Optional[int]) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM tombstones WHERE (kind='annotation' AND id=?) OR (kind='task' AND id=?)",
+            (annotation_id, -1 if task_id is None else task_id),
+        ).fetchone()
+        return row is not None
+
+    def upsert(self, action: str, project: Any, task: dict[str, Any], annotation: dict[str, Any]) -> WriteOutcome:
+        """Store (or replace) one annotation unless a newer version is stored or it was deleted.
+
+        Ids are validated strictly (:func:`parse_id`); a bad one raises ``ValueError`` naming it.
+        """
         if not isinstance(annotation, dict) or "id" not in annotation:
             raise ValueError("the webhook payload has no annotation with an id")
+        ann_id = parse_id(annotation["id"])
         if not isinstance(task, dict):
             task = {"id": annotation.get("task")}
-        ann_id = int(annotation["id"])
-        task_id = task.get("id", annotation.get("task"))
+        raw_task_id = task.get("id", annotation.get("task"))
+        if isinstance(raw_task_id, dict):  # some payloads nest the task object in the annotation
+            raw_task_id = raw_task_id.get("id")
+        task_id = None if raw_task_id is None else parse_id(raw_task_id, f"task id of annotation {ann_id}")
+        project_id = None if project is None else str(parse_id(project, f"project id of annotation {ann_id}"))
+        try:
+            source_updated_at = parse_updated_at(annotation.get("updated_at"))
+        except ValueError as exc:
+            raise ValueError(f"annotation {ann_id}: {exc}") from None
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._tombstoned(ann_id, task_id):
+                    self._conn.execute("COMMIT")
+                    return WriteOutcome(DELETED)
+                row = self._conn.execute(
+                    "SELECT source_updated_at FROM annotations WHERE annotation_id=?", (ann_id,)
+                ).fetchone()
+                if row is not None and row[0] is not None and source_updated_at is not None and source_updated_at < row[0]:
+                    self._conn.execute("COMMIT")
+                    return WriteOutcome(STALE)
                 seq = self._next_seq()
                 self._conn.execute(
-                    "INSERT OR REPLACE INTO annotations(annotation_id, project, task_id, task, annotation, action, updated_at, seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (ann_id, None if project is None else str(project), None if task_id is None else int(task_id),
-                     json.dumps(task), json.dumps(annotation), action, time.time(), seq),
+                    "INSERT OR REPLACE INTO annotations(annotation_id, project, task_id, task, annotation, action,"
+                    " updated_at, seq, source_updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ann_id, project_id, task_id, json.dumps(task), json.dumps(annotation), action, time.time(), seq,
+                     source_updated_at),
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return seq
+        return WriteOutcome(STORED, seq)
 
-    def delete(self, annotation_id: int) -> bool:
+    def _bury(self, kind: str, ids: Iterable[int]) -> None:
+        now = time.time()
+        self._conn.executemany("INSERT OR REPLACE INTO tombstones(kind, id, deleted_at) VALUES (?, ?, ?)",
+                               [(kind, i, now) for i in ids])
+
+    def delete(self, annotation_ids: int | Iterable[int]) -> int:
+        """Remove annotations (and remember them as deleted); returns how many were stored."""
+        ids = [parse_id(annotation_ids)] if isinstance(annotation_ids, (int, str)) else [parse_id(i) for i in annotation_ids]
         with self._lock:
-            cur = self._conn.execute("DELETE FROM annotations WHERE annotation_id = ?", (int(annotation_id),))
-            return cur.rowcount > 0
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = sum(self._conn.execute("DELETE FROM annotations WHERE annotation_id = ?", (i,)).rowcount
+                              for i in ids)
+                self._bury("annotation", ids)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return removed
+
+    def delete_tasks(self, task_ids: Iterable[int]) -> int:
+        """Remove every annotation of these tasks (and remember the tasks as deleted); returns how many."""
+        ids = [parse_id(i, "task id") for i in task_ids]
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = 0
+                for task_id in ids:
+                    gone = [r[0] for r in self._conn.execute(
+                        "SELECT annotation_id FROM annotations WHERE task_id = ?", (task_id,)).fetchall()]
+                    self._conn.execute("DELETE FROM annotations WHERE task_id = ?", (task_id,))
+                    self._bury("annotation", gone)
+                    removed += len(gone)
+                self._bury("task", ids)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return removed
 
     def count(self) -> int:
         with self._lock:
@@ -111,6 +254,39 @@ class TrainingStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def record_prelabel(self, project: Any, task_id: Any, model_version: str, score: float,
+                        features: dict[str, float], mask_rle: dict[str, Any]) -> None:
+        """Keep the pre-label served for a task beside its future correction (the latest served one wins).
+
+        A task that already has an annotation keeps the pre-label it was corrected from: a re-prediction after
+        the correction would pair the correction with a mask nobody corrected.
+        """
+        tid = parse_id(task_id, "task id")
+        key = "" if project is None else str(project)
+        with self._lock:
+            corrected = self._conn.execute(
+                "SELECT 1 FROM annotations WHERE task_id=? AND coalesce(project, '')=?", (tid, key)).fetchone()
+            if corrected is not None and self._conn.execute(
+                    "SELECT 1 FROM prelabels WHERE project=? AND task_id=?", (key, tid)).fetchone() is not None:
+                return
+            self._conn.execute(
+                "INSERT OR REPLACE INTO prelabels(project, task_id, model_version, score, features, mask, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, tid, str(model_version), float(score), json.dumps(features), json.dumps(mask_rle), time.time()),
+            )
+
+    def prelabels(self) -> dict[tuple[Optional[str], int], StoredPrelabel]:
+        """Every kept pre-label by (project, task id)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT project, task_id, model_version, score, features, mask FROM prelabels").fetchall()
+        out = {}
+        for proj, tid, version, score, feats, mask in rows:
+            project = proj or None
+            out[(project, int(tid))] = StoredPrelabel(project, int(tid), version, float(score), json.loads(feats),
+                                                      json.loads(mask))
+        return out
 
     def annotations(self, project: Optional[str] = None) -> Iterator[StoredAnnotation]:
         """All stored annotations (of one project when given), oldest write first."""

@@ -1,17 +1,23 @@
 """Learning from corrections: export stored annotations to a grounding training set, retrain in the background.
 
-What is retrained: stage 1 (the grounding model), with ``annotate.grounding.training.train_grounder``. Each
-stored annotation gives one sample — the task image, its referring expression, and the box of the corrected
-mask (or of the annotated rectangle). Stage 2 (SAM / classical) is not retrained: corrections mostly fix
-*which* object an expression names, which is the grounding model's job.
+What is retrained: stage 1 (the grounding model), with ``annotate.grounding.training.train_grounder``. Stored
+annotations are read by the same rules as ``pslg export rrsis`` (``converters.labelstudio.task_to_item`` with
+the project's labeling config: a task's latest annotation, its brush strokes merged for a one-expression task,
+per-region TextAreas paired with their region by id); each (object, expression) gives one sample — the task
+image, the expression, and the box of the object's mask. Stage 2 (SAM / classical) is not retrained:
+corrections mostly fix *which* object an expression names, which is the grounding model's job.
 
-Without a grounding model (the weights-free default) there is nothing to retrain: annotations are still stored
-(so a later grounding model can learn from them) and ``START_TRAINING`` answers that training was skipped.
+Without a grounding model (the weights-free default) stage 2 learns instead (``learn_stage2``): per-category
+shape priors (``annotate.priors``) from the corrected masks in their task boxes, and the quality estimate
+(``annotate.quality``) from each task's stored pre-label paired with its correction. The two are committed as
+one version of kind ``shape-priors`` to the same model store as the grounders, and the engine serves it: a new
+``model_version``, so Label Studio re-predicts, with the learned masks and the predicted-IoU score.
 
 A retrain runs in one background thread at a time; a request arriving meanwhile is queued once (the next run
-picks up everything stored until then). On success the engine switches to the new weights (new
-``model_version``) and ``MODEL_DIR/grounder-current.txt`` records them for restarts; on failure the old model
-stays and the error is logged and shown on ``/health``.
+picks up everything stored until then). A retrain starts from the served model and commits a new version to
+the engine's model store (``backend.model_source``: the configured store, else ``MODEL_DIR/grounders``), its
+card recording the configured model it came from; the engine then serves it (new ``model_version``), also
+after a restart. On failure the old model stays and the error is logged and shown on ``/health``.
 """
 
 from __future__ import annotations
@@ -23,18 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
-
-from annotate.atomic import atomic_write_bytes
-from backend.engine import CURRENT_GROUNDER_FILE, Engine, current_trained_grounder
-from backend.store import StoredAnnotation, TrainingStore
+from annotate.geometry import mask_box
+from backend.engine import Engine
+from backend.store import TrainingStore
+from converters.labelstudio.annotations import select_annotation, task_to_item
+from converters.labelstudio.media import FetchedImages
+from converters.labelstudio.schema import LabelConfigError, LabelSchema
+from converters.model import ImageItem, Report
 
 log = logging.getLogger("pslg.backend.training")
 
 IDLE, RUNNING, SUCCEEDED, FAILED, SKIPPED = "idle", "running", "succeeded", "failed", "skipped"
 NO_GROUNDER = (
-    "training skipped: no grounding model is configured (PSLG_GROUNDING_MODEL), so there is nothing to retrain; "
-    "annotations are stored in MODEL_DIR and will be used once a grounding model is configured"
+    "no grounding model is configured (PSLG_GROUNDING_MODEL): learning the weights-free stage 2 instead "
+    "(per-category shape priors and the quality estimate, from the stored corrections)"
 )
 
 
@@ -53,7 +61,7 @@ class Trainer:
     """Runs retraining jobs in a background thread, one at a time."""
 
     def __init__(self, engine: Engine, store: TrainingStore, model_dir: Path,
-                 fetch_image: Callable[[StoredAnnotation], tuple[bytes, str]], epochs: Optional[int] = None) -> None:
+                 fetch_image: Callable[[str, Optional[str]], bytes], epochs: Optional[int] = None) -> None:
         self.engine = engine
         self.store = store
         self.model_dir = Path(model_dir)
@@ -67,19 +75,16 @@ class Trainer:
         self._idle.set()
 
     def request(self, reason: str) -> str:
-        """Ask for a retrain; returns at once with what will happen (``started``, ``queued`` or the skip reason)."""
-        if self.engine.ready and not self.engine.has_grounder:
-            log.info("%s (%s)", NO_GROUNDER, reason)
-            self.status.state = SKIPPED
-            return NO_GROUNDER
+        """Ask for a retrain; returns at once with what will happen (``started`` or ``queued``)."""
+        what = f" ({NO_GROUNDER})" if self.engine.ready and not self.engine.has_grounder else ""
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 self._pending = True
-                return "queued: a retrain is running; another one follows it"
+                return "queued: a retrain is running; another one follows it" + what
             self._idle.clear()
             self._thread = threading.Thread(target=self._loop, args=(reason,), name="pslg-train", daemon=True)
             self._thread.start()
-        return "started"
+        return "started" + what
 
     def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until no retrain is running or queued (for tests and shutdown)."""
@@ -105,15 +110,14 @@ class Trainer:
     def _train_once(self, reason: str) -> None:
         self.status.state = RUNNING
         t0 = time.perf_counter()
-        log.info("retraining the grounding model (%s)", reason)
+        log.info("retraining (%s)", reason)
         try:
             if not self.engine.wait_ready(timeout=600):
                 raise RuntimeError(f"the models are not loaded: {self.engine.error or 'still loading'}")
             if not self.engine.has_grounder:
-                self.status.state = SKIPPED
-                log.info(NO_GROUNDER)
-                return
-            version, n, skipped = self._retrain()
+                version, n, skipped = self.learn_stage2()
+            else:
+                version, n, skipped = self._retrain()
         except Exception as exc:
             self.status.state = FAILED
             self.status.last_error = f"{type(exc).__name__}: {exc}"
@@ -130,35 +134,87 @@ class Trainer:
             self.status.finished_at = time.time()
 
     def export_samples(self, work: Path) -> tuple[list[Any], list[str]]:
-        """Write each stored annotation's image under ``work`` and return ``GroundingSample``s (+ skip reasons)."""
+        """The training set: ``GroundingSample``s (images written under ``work``) and why anything was left out.
+
+        Built by the converters' rules (``training_items``), so an annotation trains on exactly the (image,
+        expression, mask, box) that ``pslg export rrsis`` would write for it.
+        """
         from annotate.grounding.evaluation import GroundingSample
-        from annotate.image_io import load_image
 
         samples: list[Any] = []
-        skipped: list[str] = []
-        images: dict[str, Path] = {}
-        for item in self.store.annotations():
-            name = f"annotation {item.annotation_id} (task {item.task_id})"
-            try:
-                expression, box = annotation_target(item)
-                data_url, _ = _image_ref(item)
-                path = images.get(data_url)
-                if path is None:
-                    raw, _ = self.fetch_image(item)
-                    rgb = load_image(raw, name=data_url).rgb
-                    path = work / f"task-{item.task_id}-{len(images)}.png"
-                    import cv2
-
-                    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                    if not ok:
-                        raise ValueError("could not re-encode the image")
-                    atomic_write_bytes(path, buf.tobytes())
-                    images[data_url] = path
-                samples.append(GroundingSample(image_path=path, expression=expression, box=box,
-                                               ref_id=item.annotation_id))
-            except Exception as exc:
-                skipped.append(f"{name}: {exc}")
+        items, skipped = training_items(self.store, self.fetch_image, work, max_pixels=self.engine.settings.max_pixels)
+        for task_id, item in items:
+            for obj in item.objects:
+                box = mask_box(obj.mask)
+                if box is None:
+                    skipped.append(f"{obj.where}: the brush mask is empty")
+                    continue
+                samples += [GroundingSample(image_path=Path(item.path), expression=expression, box=box,
+                                            category=obj.category, ref_id=task_id)
+                            for expression in obj.expressions]
         return samples, skipped
+
+    def learn_stage2(self) -> tuple[str, int, list[str]]:
+        """Fit shape priors and the quality estimate from the stored corrections; commit and serve them.
+
+        Returns (model version now served, corrected objects learned from, messages about what was left out).
+        """
+        from annotate.geometry import mask_iou
+        from annotate.masks import coco_rle_decode
+        from annotate.modelstore import ModelCard
+        from annotate.priors import PriorSample, ShapePriors
+        from annotate.quality import QualityModel
+        from backend.engine import LEARNED_KIND, Learned, learned_store
+        from converters.labelstudio.tasks import task_box
+
+        work = self.model_dir / "training-data"
+        work.mkdir(parents=True, exist_ok=True)
+        items, skipped = training_items(self.store, self.fetch_image, work, max_pixels=self.engine.settings.max_pixels)
+        stored = {a.task_id: a for a in self.store.annotations()}  # Label Studio task ids are unique per server
+        prelabels = self.store.prelabels()
+        samples: list[PriorSample] = []
+        features: list[dict] = []
+        ious: list[float] = []
+        for task_id, item in items:
+            project = stored[task_id].project if task_id in stored else None
+            data = (stored[task_id].task.get("data") or {}) if task_id in stored else {}
+            try:
+                prompt_box = task_box(data, item.width, item.height)
+            except ValueError:
+                prompt_box = None
+            union = None
+            for obj in item.objects:
+                box = prompt_box if prompt_box is not None and len(item.objects) == 1 else mask_box(obj.mask)
+                if box is None:
+                    skipped.append(f"{obj.where}: the brush mask is empty")
+                    continue
+                samples.append(PriorSample(obj.mask, box, obj.category))
+                union = obj.mask if union is None else (union | obj.mask)
+            kept = prelabels.get((project, task_id))
+            if kept is not None and union is not None:
+                pre = coco_rle_decode(kept.mask_rle).astype(bool)
+                if pre.shape == union.shape:
+                    features.append(kept.features)
+                    ious.append(mask_iou(pre, union))
+                else:
+                    skipped.append(f"task {task_id}: its pre-label was made on a {pre.shape} image, the correction "
+                                   f"on {union.shape}; not used for the quality estimate")
+        if not samples:
+            raise ValueError("no stored annotation has a brush mask to learn from")
+        priors = ShapePriors.fit(samples, min_samples=self.engine.settings.prior_min_samples)
+        quality = QualityModel.fit(features, ious, min_pairs=self.engine.settings.quality_min_pairs)
+        store = learned_store(self.engine.settings)
+        staging = store.staging(f"learned-{self.store.last_seq()}")
+        priors.save(staging)
+        quality.save(staging)
+        card = ModelCard(kind=LEARNED_KIND, base="classical-defaults", samples=len(samples), metrics={
+            "categories": {k: {"samples": v.samples, "level": v.level, "fit_iou": round(v.fit_iou, 4)}
+                           for k, v in priors.categories.items()},
+            "quality_pairs": len(ious), "quality_fitted": quality.fitted, "quality_cv_spearman": quality.cv_spearman,
+        })
+        version = store.commit(staging, card)
+        served = self.engine.adopt_learned(Learned(version.card.label if version.card else version.name, priors, quality))
+        return served, len(samples), skipped
 
     def _retrain(self) -> tuple[str, int, list[str]]:
         from annotate.grounding import load_grounder
@@ -170,63 +226,71 @@ class Trainer:
         for msg in skipped:
             log.warning("not used for training: %s", msg)
         if not samples:
-            raise ValueError("no stored annotation has an expression and a mask or rectangle to learn from")
-        current = current_trained_grounder(self.model_dir)
-        base = str(current) if current is not None else str(self.engine.settings.grounding_model)
+            raise ValueError("no stored annotation has an expression and a brush mask to learn from")
+        source = self.engine.source
+        if source is None:
+            raise RuntimeError("this engine was not configured with a grounding model to retrain")
         config = TrainConfig(epochs=self.epochs) if self.epochs else TrainConfig()
         result = train_grounder(
-            samples, [], base=base, out_dir=self.model_dir / "grounders", config=config,
+            samples, [], base=source.training_base(), out_dir=source.store.root, config=config,
             device=self.engine.settings.device, progress=False, log=lambda m: log.info("train: %s", m),
+            configured=source.key,
         )
+        from backend.model_source import Candidate
+
         grounder = load_grounder(str(result.path), device=self.engine.settings.device)
-        version = self.engine.swap_grounder(grounder)
-        atomic_write_bytes(self.model_dir / CURRENT_GROUNDER_FILE, str(Path(result.path).resolve()).encode())
+        version = self.engine.adopt(grounder, Candidate(str(result.path), result.path.name))
         return version, len(samples), skipped
 
 
-def _image_ref(item: StoredAnnotation) -> tuple[str, str]:
-    """(image URL, data key) of a stored task: the first string value that looks like an image reference."""
-    data = item.task.get("data") or {}
-    for key in ("image", "img", "url"):
-        if isinstance(data.get(key), str):
-            return data[key], key
-    for key, value in data.items():
-        if isinstance(value, str) and (value.startswith(("/data/", "http://", "https://"))):
-            return value, key
-    raise ValueError("the task has no image URL in its data")
+def label_config_key(project: Any) -> str:
+    """The training store's meta key under which a project's labeling config is kept."""
+    return f"label_config:{'' if project is None else project}"
 
 
-def annotation_target(item: StoredAnnotation) -> tuple[str, tuple[float, float, float, float]]:
-    """(expression, box in pixels) of one stored annotation: the mask's box, else the rectangle's."""
-    from converters.labelstudio.brush import brush_rle_decode
+def project_schema(store: TrainingStore, project: Optional[str]) -> LabelSchema:
+    """The schema of a project's stored labeling config; the conventional layout when none was received."""
+    from backend.model import parse_schema
 
-    data = item.task.get("data") or {}
-    expression = None
-    for key in ("expression", "sentence", "text", "caption"):
-        if isinstance(data.get(key), str) and data[key].strip():
-            expression = data[key].strip()
-            break
-    results = item.annotation.get("result") or []
-    for region in results:  # a typed expression on the annotation wins over the task's
-        if region.get("type") == "textarea":
-            text = (region.get("value") or {}).get("text") or []
-            if text and str(text[0]).strip():
-                expression = str(text[0]).strip()
-                break
-    if not expression:
-        raise ValueError("no referring expression in the task data or a TextArea")
-    for region in results:
-        value = region.get("value") or {}
-        if region.get("type") == "brushlabels" and value.get("format") == "rle" and value.get("rle"):
-            h, w = int(region["original_height"]), int(region["original_width"])
-            mask = brush_rle_decode(value["rle"], h, w)
-            if mask.any():
-                ys, xs = np.nonzero(mask)
-                return expression, (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    for region in results:
-        value = region.get("value") or {}
-        if region.get("type") == "rectanglelabels" and "width" in value:
-            h, w = float(region["original_height"]), float(region["original_width"])
-            x0, y0 = value["x"] * w / 100.0, value["y"] * h / 100.0
-            return expression, (x0, y0, x0 + value["width"] * w / 100.0, y0 + value["height"] * h / 100.0)
-    raise ValueError("no brush mask or rectangle in the annotation")
+    config = store.get_meta(label_config_key(project))
+    if config:
+        try:
+            return parse_schema(config)
+        except LabelConfigError as exc:
+            log.warning("project %s: stored labeling config unusable (%s); reading annotations by the default layout",
+                        project, exc)
+    return LabelSchema()
+
+
+def training_items(store: TrainingStore, fetch_image: Callable[[str, Optional[str]], bytes], work: Path,
+                   max_pixels: Optional[int] = None) -> tuple[list[tuple[Any, ImageItem]], list[str]]:
+    """Stored annotations → ``(task id, ImageItem)`` by the converters' ``task_to_item`` (per project: its
+    labeling config, its image fetcher), plus one message per annotation or region left out.
+
+    A task's stored annotations compete as in an export (``select_annotation``: the latest live one wins).
+    """
+    tasks: dict[tuple[Optional[str], Any], dict] = {}
+    for stored in store.annotations():
+        key = (stored.project, stored.task_id)
+        task = tasks.get(key)
+        if task is None:
+            task = {**stored.task, "id": stored.task_id, "annotations": []}
+            tasks[key] = task
+        task["annotations"].append(stored.annotation)
+    items: list[tuple[Any, ImageItem]] = []
+    messages: list[str] = []
+    for project in dict.fromkeys(p for p, _ in tasks):
+        report = Report()
+        folder = work / f"project-{project if project is not None else 'none'}"  # image-N.png are per resolver
+        folder.mkdir(parents=True, exist_ok=True)
+        images = FetchedImages(lambda src, project=project: fetch_image(src, project), folder, max_pixels)
+        group = [t for (p, _), t in tasks.items() if p == project]
+        schema = project_schema(store, project)
+        for task in group:
+            annotation = select_annotation(task, "latest", report)
+            item = task_to_item(task, annotation, schema, images, report) if annotation is not None else None
+            if item is not None:
+                items.append((task["id"], item))
+        messages += [str(e) for e in report.errors]
+        messages += [f"{n} task(s): {reason}" for reason, n in report.skipped.items()]
+    return items, messages

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,8 +19,7 @@ import cv2
 import numpy as np
 from label_studio_sdk.converter.brush import decode_rle, mask2rle
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode  # noqa: E402
+from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
 
 SHARED = Path(os.environ.get("PSLG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from segment_anything import sam_model_registry
 
-from segment_anything import sam_model_registry  # noqa: E402
-
-from annotate.device import resolve_device  # noqa: E402
-from annotate.segmenters.sam import SamSegmenter  # noqa: E402
-from annotate.synthetic import make_scene  # noqa: E402
+from annotate.device import resolve_device
+from annotate.segmenters.sam import SamSegmenter
+from annotate.synthetic import make_scene
 
 
 def _sync(device: torch.device) -> None:

@@ -24,13 +24,10 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
+import torch
 
 
 def _cpu_model() -> str:
@@ -86,7 +83,6 @@ def main() -> None:
 
     from annotate.device import resolve_device
     from annotate.image_io import image_key
-    from annotate.pipeline import Pipeline
     from annotate.synthetic import make_scene
     from annotate.types import Prompt
 
@@ -101,7 +97,9 @@ def main() -> None:
     t = time.perf_counter()
     segmenter = build_sam(str(device))
     print(f"# SAM vit_b (random weights) built in {time.perf_counter() - t:.1f} s")
-    pipeline = Pipeline(segmenter, grounder=grounder)
+    from annotate.factory import build_pipeline
+
+    pipeline = build_pipeline(segmenter=segmenter, grounding=grounder)
     print(f"# pipeline: {pipeline.model_version}")
 
     # warm-up (CUDA kernels, allocator) on a small image, not timed

@@ -16,7 +16,6 @@ shared machine: compare ratios within one run.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +24,14 @@ from typing import Callable, Optional, Sequence
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from annotate import defaults
+from annotate.factory import build_pipeline, build_segmenter
+from annotate.metrics import rrsis_scores
+from annotate.pipeline import Pipeline
+from annotate.segmenters.base import Segmenter
+from annotate.types import Box, Prompt
 
-from annotate import defaults  # noqa: E402
-from annotate.metrics import rrsis_scores  # noqa: E402
-from annotate.pipeline import Pipeline  # noqa: E402
-from annotate.segmenters.base import Segmenter  # noqa: E402
-from annotate.types import Box, Prompt  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 BENCH_IMAGES: tuple[str, ...] = ("train/images/P0005", "val/images/P0003")
 DEV_IMAGES: tuple[str, ...] = ("val/images/P0004",)
@@ -138,7 +136,7 @@ def run_method(name: str, images: list[BenchImage], make: Optional[Callable[[], 
 
 def methods(segmenter_factory: Callable[[], Segmenter]) -> list[tuple[str, Optional[Callable[[], Pipeline]]]]:
     def pipe(cfpg: bool, mbo: bool) -> Callable[[], Pipeline]:
-        return lambda: Pipeline(segmenter_factory(), use_cfpg=cfpg, use_mbo=mbo)
+        return lambda: build_pipeline(segmenter=segmenter_factory(), use_cfpg=cfpg, use_mbo=mbo)
 
     return [
         ("box fill (baseline)", None),
@@ -146,7 +144,7 @@ def methods(segmenter_factory: Callable[[], Segmenter]) -> list[tuple[str, Optio
         ("+ CFPG point", pipe(True, False)),
         ("+ MBO", pipe(False, True)),
         ("full (CFPG + MBO)", pipe(True, True)),
-        ("defaults for this segmenter", lambda: Pipeline(segmenter_factory())),
+        ("defaults for this segmenter", lambda: build_pipeline(segmenter=segmenter_factory())),
     ]
 
 
@@ -171,8 +169,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from rich.console import Console
     from rich.table import Table
-
-    from annotate.segmenters import build_segmenter
 
     cv2.setNumThreads(max(1, args.threads))
     console = Console(width=120)

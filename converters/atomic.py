@@ -1,8 +1,13 @@
-"""Atomic outputs: a dataset appears complete or not at all (Ctrl-C, a crash or a full disk leave no half).
+"""Atomic outputs: a dataset appears complete or not at all (Ctrl-C, SIGTERM, a crash or a full disk leave no half).
 
-Single files are written by ``annotate.atomic`` (temporary name beside the target, ``os.replace``). Whole output folders are
-built in a hidden staging folder beside the target and renamed into place at the end; an interrupted run only
-leaves nothing (the staging folder is removed on any exception, KeyboardInterrupt included).
+Single files are written by ``annotate.atomic`` (temporary name beside the target, ``os.replace``). Whole output
+folders are built in a hidden staging folder and moved into place at the end; an interrupted run leaves nothing
+(the staging folder is removed on any exception, KeyboardInterrupt included):
+
+* a **new** folder is staged beside it and renamed into place (one atomic rename);
+* an **existing** folder (empty, or any folder with ``overwrite``) is never renamed or replaced itself (it may be a
+  mount point, or the shell's current folder with ``--out .``): the staging folder is made inside it, and at the
+  end its old entries are moved aside and the new ones moved in, one rename each.
 """
 
 from __future__ import annotations
@@ -18,38 +23,76 @@ from annotate.atomic import current_umask, atomic_file, atomic_path, atomic_writ
 
 __all__ = ["OutputExistsError", "atomic_file", "atomic_path", "atomic_write_bytes", "atomic_write_text", "staged_dir"]
 
+#: Name prefix of the hidden staging and old-content folders made inside an existing output folder.
+STAGING_PREFIX = ".pslg-partial-"
+OLD_PREFIX = ".pslg-old-"
+
 
 class OutputExistsError(FileExistsError):
     pass
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _fill_in_place(target: Path, staging: Path) -> None:
+    """Move the staged entries into ``target``, its previous entries aside first (restored if a move fails)."""
+    old = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=target))
+    moved_aside: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for entry in list(target.iterdir()):
+            if entry.name in (staging.name, old.name):
+                continue
+            os.replace(entry, old / entry.name)
+            moved_aside.append(entry.name)
+        for entry in list(staging.iterdir()):
+            os.replace(entry, target / entry.name)
+            moved_in.append(entry.name)
+    except BaseException:
+        for name in moved_in:
+            _remove(target / name)
+        for name in moved_aside:
+            os.replace(old / name, target / name)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a staging folder; on success it becomes ``target`` (replacing it if ``overwrite``)."""
-    target = Path(target).resolve()
+    """Yield a staging folder whose content becomes ``target`` on success (see the module docstring).
+
+    ``target`` must be new, an empty folder, or (with ``overwrite``) any folder: its content is replaced.
+    """
+    target = Path(os.path.abspath(target))
     if target.exists() and not target.is_dir():
         raise OutputExistsError(f"{target} exists and is not a folder")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise OutputExistsError(f"{target} exists and is not empty (use --overwrite to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    existing = target.is_dir()
+    if existing and any(target.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{target} exists and is not empty (use --overwrite to replace its content)")
+    if existing:
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target))
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the dataset should get normal permissions
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old: Path | None = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.rmdir(old)
-        os.replace(target, old)
+    if existing:
+        _fill_in_place(target, staging)
+        return
     try:
         os.replace(staging, target)
     except BaseException:
-        if old is not None:
-            os.replace(old, target)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -21,7 +21,7 @@ from pycocotools import mask as mask_utils
 from converters.labelstudio import ImageResolveError, image_size
 from converters.model import Report
 from converters.rrsis import find_rrsis_files, tokenize
-from converters.segm import SegmentationError, to_rle_list
+from annotate.masks import SegmentationError, to_rle_list
 
 #: Mask area bins (pixels) for the histogram: COCO's small / medium / large split, refined.
 AREA_BINS: tuple[int, ...] = (0, 16**2, 32**2, 64**2, 96**2, 128**2, 256**2, 512**2)
@@ -62,6 +62,49 @@ def open_dataset(path: Path, image_dir: Optional[Path] = None) -> Dataset:
     guess = path.parent / "images"
     return Dataset("coco", path, Path(image_dir) if image_dir else (guess if guess.is_dir() else path.parent),
                    None, inst)
+
+
+def compressed_rle_counts(counts: bytes) -> np.ndarray:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``), vectorised.
+
+    pycocotools itself decodes malformed strings without complaint (into uninitialised memory), so validation
+    reads them here. Each run is a little-endian base-32 number, one character (value + 48) per 5 bits, bit 0x20
+    meaning "more follows" and bit 0x10 of the last character the sign; from the third run on, a run is stored
+    as the difference to the run two places before. Raises ``ValueError`` saying what is wrong.
+    """
+    chars = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if chars.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    bad = np.flatnonzero((chars < 0) | (chars > 63))
+    if bad.size:
+        raise ValueError(f"RLE counts hold the invalid character {chr(counts[int(bad[0])])!r} at {int(bad[0])}")
+    last = (chars & 0x20) == 0
+    if not last[-1]:
+        raise ValueError("RLE counts end in the middle of a number")
+    ends = np.flatnonzero(last)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    digit = np.arange(chars.size) - np.repeat(starts, ends - starts + 1)
+    if digit.max() > 11:
+        raise ValueError("RLE counts hold a number too large for any image")
+    values = np.add.reduceat((chars & 0x1F) << (5 * digit), starts)
+    negative = (chars[ends] & 0x10) != 0
+    values = np.where(negative, values - (1 << (5 * (digit[ends] + 1))), values)
+    runs = values.copy()
+    runs[3::2] = np.cumsum(values[1::2])[1:] if values.size > 3 else runs[3::2]
+    runs[4::2] = np.cumsum(values[2::2])[1:] if values.size > 4 else runs[4::2]
+    return runs
+
+
+def check_rle(rle: dict) -> None:
+    """``ValueError`` unless ``rle``'s run lengths are non-negative and cover exactly height × width pixels."""
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    runs = compressed_rle_counts(counts if isinstance(counts, bytes) else str(counts).encode("ascii"))
+    if (runs < 0).any():
+        raise ValueError("RLE counts hold a negative run")
+    total = int(runs.sum())
+    if total != h * w:
+        raise ValueError(f"RLE counts cover {total} pixels, the mask has {h}x{w} = {h * w}")
 
 
 def _category_id(ann: dict) -> Any:
@@ -116,14 +159,17 @@ def validate(ds: Dataset, *, check_images: bool = True) -> Report:
             rep.error(where, f"image_id {ann.get('image_id')} is not in images[]")
             continue
         if _category_id(ann) not in cat_ids:
-            rep.error(where, f"category {_category_id(ann)} is not in categories[]")
+            known = ", ".join(f"{c.get('id')} ({c.get('name')})" for c in (inst.get("categories") or [])[:20])
+            rep.error(where, f"category {_category_id(ann)} is not in categories[] (it has: {known or 'none'})")
         h, w = int(img["height"]), int(img["width"])
         try:
             rles = to_rle_list(ann.get("segmentation"), h, w)
+            for part in rles:  # area/toBbox/decode read counts without checking them
+                check_rle(part)
             rle = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
             area = int(mask_utils.area(rle))
             mx, my, mw, mh = (float(v) for v in mask_utils.toBbox(rle))
-        except (SegmentationError, TypeError, ValueError) as exc:
+        except (SegmentationError, TypeError, ValueError, UnicodeEncodeError) as exc:
             rep.error(where, f"mask does not decode: {exc}")
             continue
         if area == 0:

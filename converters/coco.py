@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from converters.model import ImageItem, ObjectItem, Report
-from converters.segm import SegmentationError, segmentation_to_mask
+from annotate.masks import SegmentationError, segmentation_to_mask
 from converters.writer import DatasetWriter, ImageMode, SegFormat
 
 

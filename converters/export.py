@@ -1,9 +1,12 @@
 """Label Studio export (file or live project) → COCO or RRSIS folder: the engine behind ``pslg export``.
 
 Streaming end to end: tasks are parsed one at a time (ijson), each task's masks are decoded, encoded to COCO
-RLE and written out before the next task is read. The output folder is built in a staging folder and renamed
+RLE and written out before the next task is read. The output folder is built in a staging folder and moved
 into place only at the end (atomic; Ctrl-C leaves nothing). A syntax error in the export stops the reading at
 that point: the tasks before it are exported and the error says where.
+
+An export that yields no object at all (every task failed, or nothing was annotated) writes nothing: an empty
+dataset would pass ``pslg validate`` and hide the failure, and would make the next run need ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from converters.rrsis import RRSISWriter
 from converters.writer import ImageMode, SegFormat
 
 Kind = Literal["coco", "rrsis"]
+
+
+class _NothingToWrite(Exception):
+    """Raised inside the staging context so that an export without objects leaves no folder behind."""
 
 
 @dataclass
@@ -49,7 +56,7 @@ def export_file(kind: Kind, export_path: Path | BinaryIO, out: Path, opts: Expor
     is_path = isinstance(export_path, (str, Path))
     if is_path:
         export_path = Path(export_path)
-    schema = LabelSchema.from_config(opts.config_xml) if opts.config_xml else LabelSchema()
+    schema = LabelSchema.parse(opts.config_xml) if opts.config_xml else LabelSchema()
     missing = opts.missing_expression or ("error" if kind == "rrsis" else "allow")
     base_dir = export_path.parent if is_path else Path.cwd()  # type: ignore[union-attr]
     resolver = ImageResolver(opts.image_root, base_dir=base_dir, fetcher=live)
@@ -71,10 +78,15 @@ def export_file(kind: Kind, export_path: Path | BinaryIO, out: Path, opts: Expor
                         writer.add(item)
                 except MalformedExportError as exc:
                     report.error(where, str(exc))
+                if not report.counts.get("annotations"):
+                    raise _NothingToWrite
                 writer.close()
             except BaseException:
                 writer.abort()
                 raise
+    except _NothingToWrite:
+        report.nothing_written = True
+        report.counts.clear()
     finally:
         resolver.close()
     return report

@@ -25,7 +25,7 @@ from converters.coco import read_coco
 from converters.labelstudio import brush_region, textarea_region
 from converters.model import Report
 from converters.rrsis import read_rrsis
-from converters.segm import SegmentationError
+from annotate.masks import SegmentationError
 
 As = Literal["predictions", "annotations"]
 

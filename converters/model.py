@@ -60,6 +60,8 @@ class Report:
     skipped: Counter = field(default_factory=Counter)
     counts: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
+    nothing_written: bool = False
+    """True when a writer produced no object and therefore wrote no dataset at all (see ``export_file``)."""
 
     def error(self, where: str, message: str) -> None:
         self.errors.append(ItemError(where, message))

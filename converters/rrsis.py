@@ -1,10 +1,12 @@
 """The RRSIS-D / RefCOCO layout read by REFER-style loaders (lichengunc/refer, reused by LAVT and RMSIN).
 
-Written layout (``../shared/reference/formats.md``)::
+Written layout (docs/formats.md)::
 
     <root>/<name>/refs(unc).p            pickle (protocol 4) of a list of ref dicts
     <root>/<name>/instances.json         COCO images / annotations / categories
-    <root>/images/<name>/JPEGImages/<f>  image files, original names and bytes (never re-encoded)
+    <root>/images/<name>/JPEGImages/<f>  image files: 8-bit RGB sources with their original names and bytes;
+                                         any other source (RGBA, grayscale, 16-bit, multi-band) as an
+                                         8-bit RGB <stem>.png (the loaders open images without converting)
 
 One ref per object; every expression naming that object is one of its sentences. Segmentations are written
 as a *list* holding one compressed RLE dict (what RRSIS-D ships, and what REFER's ``getMask`` needs: it
@@ -29,7 +31,7 @@ from pycocotools import mask as mask_utils
 
 from annotate.types import Box
 from converters.model import ImageItem, ObjectItem, Report
-from converters.segm import SegmentationError, to_rle_list, segmentation_to_mask
+from annotate.masks import SegmentationError, segmentation_to_mask, to_rle_list
 from converters.writer import DatasetWriter, ImageMode, SegFormat
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -89,6 +91,33 @@ class RRSISWriter(DatasetWriter):
         self._ref_by_ann: dict[int, dict] = {}
         self._next_sent = 1
 
+    def place(self, item: ImageItem, name: str) -> Optional[str]:
+        """Copy (or link) an 8-bit RGB source; write any other source (RGBA, grayscale, palette, 16-bit,
+        multi-band) as an 8-bit RGB PNG with the stretch ``pslg segment`` uses. RMSIN's loader opens images
+        without converting them, so only 8-bit RGB files load; the original file is left untouched."""
+        if is_rgb8(item.path):  # type: ignore[arg-type]
+            return super().place(item, name)
+        from annotate.image_io import ImageLoadError, load_image
+
+        try:
+            rgb = load_image(item.path).rgb  # type: ignore[arg-type]
+        except ImageLoadError as exc:
+            self.report.error(item.where, f"cannot convert {item.source} to 8-bit RGB: {exc}")
+            return None
+        if rgb.shape[:2] != (item.height, item.width):
+            self.report.error(item.where, f"image {item.source} is {rgb.shape[1]}x{rgb.shape[0]}, the task says "
+                              f"{item.width}x{item.height}")
+            return None
+        png = f"{Path(name).stem}.png"
+        if png in self._names or (self.image_dir / png).exists():
+            png = f"{Path(name).stem}_{hashlib.sha1(item.source.encode()).hexdigest()[:8]}.png"
+        from PIL import Image
+
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb, "RGB").save(self.image_dir / png, format="PNG")
+        self.report.counts["images converted to 8-bit RGB"] += 1
+        return png
+
     def _split_for(self, entry: Any, item: ImageItem) -> Optional[str]:
         if entry.split is None:
             entry.split = item.split or assign_split(entry.file_name, self.split_ratios, self.seed)
@@ -137,6 +166,17 @@ class RRSISWriter(DatasetWriter):
         self._write_instances()
         with open(self.refs_path, "wb") as fh:
             pickle.dump(self.refs, fh, protocol=PICKLE_PROTOCOL)
+
+
+def is_rgb8(path: Path) -> bool:
+    """True when PIL opens ``path`` as 8-bit RGB as it is (what REFER / RMSIN loaders need)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.mode == "RGB"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
 
 
 def write_rrsis(root: Path, items: Iterable["ImageItem | RefRecord"], *, dataset_name: str = "rrsisd",

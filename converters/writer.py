@@ -114,7 +114,10 @@ class DatasetWriter:
             if item.path is None or not item.path.is_file():
                 self.report.error(item.where, f"image file for {item.source} not found")
                 return None
-            place_image(item.path, self.image_dir / name, self.image_mode)
+            placed = self.place(item, name)
+            if placed is None:
+                return None
+            name = placed
         self._names.add(name)
         entry = _ImageEntry(len(self.images) + 1, name, item.width, item.height)
         self.images[item.source] = entry
@@ -122,6 +125,11 @@ class DatasetWriter:
                                        "height": item.height}) + "\n")
         self.report.counts["images"] += 1
         return entry
+
+    def place(self, item: ImageItem, name: str) -> Optional[str]:
+        """Put the image file of ``item`` into ``image_dir`` as ``name``; returns the name used (None: failed)."""
+        place_image(item.path, self.image_dir / name, self.image_mode)  # type: ignore[arg-type]
+        return name
 
     # ---- categories / annotations -------------------------------------------------------------------------
     def category_id(self, name: str, where: str) -> Optional[int]:
@@ -139,10 +147,13 @@ class DatasetWriter:
         from annotate import masks as M
 
         if self.seg_format == "polygon":
-            polys = M.mask_to_polygons(mask)
+            holes = M.mask_hole_count(mask)
+            polys = M.mask_to_polygons(mask) if not holes else []
             if polys:
                 return polys
-            self.report.warnings.append(f"{where}: mask too thin for a polygon, written as RLE")
+            self.report.warnings.append(
+                f"{where}: mask has {holes} hole(s), which COCO polygons cannot express (readers disagree on "
+                f"them), written as RLE" if holes else f"{where}: mask too thin for a polygon, written as RLE")
         rle = M.coco_rle_encode(mask)
         counts = rle["counts"]
         rle = {"size": [int(rle["size"][0]), int(rle["size"][1])],

@@ -16,7 +16,14 @@ __all__ = ["Grounder", "GroundingCandidate", "GroundingError", "GivenBoxGrounder
 
 
 def load_grounder(spec: "str | Path | Grounder", device: str = "auto", **kwargs: Any) -> Grounder:
-    """A local model directory (Grounding DINO, OWLv2, or ``pslg train grounding`` output) or hub id → Grounder."""
+    """A local model directory (Grounding DINO, OWLv2, or ``pslg train grounding`` output) or hub id → Grounder.
+
+    Model-backed grounders need the ``[grounding]`` extra (``MissingExtraError`` names it when absent).
+    """
+    if not isinstance(spec, Grounder):
+        from annotate.extras import require_extra
+
+        require_extra("grounding", "A grounding model")
     from annotate.grounding.loader import load_grounder as _load
 
     return _load(spec, device=device, **kwargs)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from annotate.device import resolve_device
+from annotate.geometry import as_rgb
 from annotate.grounding.base import Grounder, GroundingCandidate, GroundingError
 from annotate.grounding.spatial import SPATIAL_WEIGHT, rerank
 from annotate.grounding.text import grounding_dino_prompt, owlv2_query
@@ -30,18 +31,6 @@ NMS_IOU: float = 0.7
 # Grounding DINO's phrase delimiters, as hard-coded in transformers' modeling_grounding_dino (BERT ids of
 # [CLS], [SEP], ".", "?") plus [PAD] = 0: logits at these positions are not scores of the phrase.
 _GDINO_DELIMITERS = (0, 101, 102, 1012, 1029)
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] < 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise GroundingError(f"expected an H×W×3 RGB image, got an array of shape {arr.shape}")
-    arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.nan_to_num(arr.astype(np.float64)), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)
 
 
 def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, keep: int) -> torch.Tensor:
@@ -78,7 +67,7 @@ class TransformersGrounder(Grounder):
         """All raw candidates: boxes ``(N, 4)`` xyxy in pixels of ``image`` and scores ``(N,)`` in [0, 1]."""
 
     def ground(self, image: np.ndarray, expression: str, top_k: int = 5) -> list[GroundingCandidate]:
-        rgb = _as_rgb(image)
+        rgb = as_rgb(image)
         height, width = rgb.shape[:2]
         with self._lock, torch.inference_mode():
             boxes, scores = self._detect(rgb, expression)

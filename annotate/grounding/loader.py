@@ -1,7 +1,9 @@
 """``load_grounder(spec)``: a local model directory or a hub id → the right ``Grounder``.
 
-What a directory is, is read from its files rather than guessed from its name:
-``pslg_grounder.json`` (written by ``pslg train grounding``) gives the version string the backend reports;
+What a directory is, is read from its files rather than guessed from its name: a model store
+(``annotate.modelstore``, what ``pslg train grounding --out`` fills) means its current grounding version; a
+version's ``card.json`` gives the version string the backend reports (older ``pslg_grounder.json`` files their
+``version``);
 ``config.json``'s ``model_type`` says which architecture (``grounding-dino``, ``mm-grounding-dino``, ``owlv2``).
 A hub id (``IDEA-Research/grounding-dino-tiny``, ``google/owlv2-base-patch16-ensemble``) goes to
 ``from_pretrained`` on a machine that can reach the hub (or has it cached).
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from annotate.grounding.base import Grounder, GroundingError
+from annotate.modelstore import ModelStore, ModelStoreError, is_store, read_card
 
 #: Written by ``pslg train grounding`` into each model directory it produces.
 METADATA_FILE = "pslg_grounder.json"
@@ -68,10 +71,20 @@ def load_grounder(spec: "str | Path | Grounder", device: str = "auto", **kwargs:
         return spec
     path = Path(str(spec)).expanduser()
     meta = None
+    card = None
+    if is_store(path):
+        current = ModelStore(path).current("grounding")
+        if current is None:
+            raise GroundingError(f"the model store {path} has no usable grounding version (see `pslg models versions {path}`)")
+        path = current.path
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise GroundingError(f"{path} is a directory but not a model directory (no config.json)")
         meta = read_metadata(path)
+        try:
+            card = read_card(path)
+        except ModelStoreError as exc:
+            raise GroundingError(str(exc)) from exc
         source = str(path.resolve())
     elif path.exists():
         raise GroundingError(f"{path} is a file; --grounding expects a model directory or a hub id")
@@ -93,7 +106,9 @@ def load_grounder(spec: "str | Path | Grounder", device: str = "auto", **kwargs:
     except Exception as exc:
         raise GroundingError(f"cannot load the processor (tokenizer + image processor) of {spec}: {exc}") from exc
 
-    if meta and meta.get("version"):
+    if card is not None:
+        version = card.label
+    elif meta and meta.get("version"):
         version = str(meta["version"])
     elif path.is_dir():
         version = f"{model_type}-{path.resolve().name}-{_weights_fingerprint(path)}"

@@ -10,13 +10,18 @@ mixes the detector score with that spatial fit:
 
 so the final score stays in [0, 1], a candidate the detector does not believe in (score ≈ 0) is never promoted by
 its position alone, and an expression without cues keeps the detector's ranking unchanged.
+
+Category names are not cues: "large vehicle" and "small vehicle" are iSAID / DOTA classes, and an expression made
+from a label (``pslg export --missing-expression label``) names the class, not the largest or smallest member of
+it. Such phrases are removed before the cue words are read; superlatives ("the largest small vehicle") still count.
+Callers turn re-ranking off with ``weight=0`` (``--no-spatial`` on the CLI).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from annotate.grounding.base import GroundingCandidate
 
@@ -39,6 +44,29 @@ _CUE_WORDS: dict[str, str] = {
 }
 
 
+#: Class names of the common remote-sensing datasets that contain a cue word; they name a class, not a size.
+CATEGORY_PHRASES: frozenset[str] = frozenset({
+    "large vehicle", "small vehicle", "large vehicles", "small vehicles", "small car", "small cars",
+    "big truck", "large ship", "small ship", "small boat",
+})
+
+_SEPARATORS = re.compile(r"[_\-]+")
+
+
+def _normalise(text: str) -> str:
+    """Lower case, ``_`` and ``-`` as spaces, single spaces: "Large_Vehicle" and "large vehicle" compare equal."""
+    return " ".join(_SEPARATORS.sub(" ", text.lower()).split())
+
+
+def strip_category_phrases(expression: str, categories: Iterable[str] = ()) -> str:
+    """``expression`` (normalised) without the category names in it, longest first, matched on word boundaries."""
+    text = f" {_normalise(expression)} "
+    phrases = {_normalise(c) for c in categories} | CATEGORY_PHRASES
+    for phrase in sorted((p for p in phrases if p), key=len, reverse=True):
+        text = text.replace(f" {phrase} ", " ")
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class SpatialCues:
     """The cues found in one expression."""
@@ -53,11 +81,14 @@ class SpatialCues:
         return self.horizontal is None and self.vertical is None and not self.center and self.size is None
 
 
-def parse_cues(expression: str) -> SpatialCues:
-    """Read position and size words from ``expression`` (the last word of each kind wins)."""
+def parse_cues(expression: str, categories: Iterable[str] = ()) -> SpatialCues:
+    """Read position and size words from ``expression`` (the last word of each kind wins).
+
+    Words inside a category name (``CATEGORY_PHRASES`` and ``categories``) are not cues (see the module docstring).
+    """
     horizontal = vertical = size = None
     center = False
-    for word in _WORD.findall(expression.lower()):
+    for word in _WORD.findall(strip_category_phrases(expression, categories)):
         cue = _CUE_WORDS.get(word)
         if cue in ("left", "right"):
             horizontal = cue
@@ -109,9 +140,13 @@ def rerank(
     width: int,
     height: int,
     weight: float = SPATIAL_WEIGHT,
+    categories: Iterable[str] = (),
 ) -> list[GroundingCandidate]:
-    """Candidates re-scored by the spatial cues of ``expression`` and sorted best first (stable for ties)."""
-    cues = parse_cues(expression)
+    """Candidates re-scored by the spatial cues of ``expression`` and sorted best first (stable for ties).
+
+    ``weight=0`` keeps the detector's ranking; ``categories`` are extra class names that are not cues.
+    """
+    cues = parse_cues(expression, categories)
     if cues.empty or weight <= 0:
         return sorted(candidates, key=lambda c: -c.score)
     fits = spatial_fit(cues, candidates, width, height)

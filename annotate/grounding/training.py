@@ -6,22 +6,21 @@ loss maps to that phrase's tokens (phrase label maps are built from the text, sp
 "this whole expression ↔ this box", and the other queries learn "not this expression" — exactly the
 referring task, with the detector's own Hungarian-matched loss (focal + L1 + GIoU, encoder and decoder).
 
-Each run writes a new versioned directory ``<out>/grounding-vNNNN-<UTC timestamp>/`` (weights as safetensors,
-processor files, ``metrics.json``, ``train_data.json``, ``MODEL_CARD.md``, ``pslg_grounder.json``); the directory
-name is the ``model_version`` the backend reports, so Label Studio re-predicts after a retrain. While training,
-the directory carries a ``.partial`` suffix and holds ``training_state.pt`` (model + optimiser state after each
-epoch): running the same command again resumes from the last finished epoch. The rename to the final name is
-the last step, so a finished-looking directory is always complete.
+Each run adds a version to a model store (``annotate.modelstore``: ``<out>/vNNNN/`` with weights as
+safetensors, processor files, ``metrics.json``, ``train_data.json``, ``MODEL_CARD.md``, ``pslg_grounder.json`` and
+the store's ``card.json``); the card's label (``grounding-vNNNN-<UTC timestamp>``) is the ``model_version`` the
+backend reports, so Label Studio re-predicts after a retrain. While training, the files live in the store's
+staging directory for this run (keyed by base model, data and hyper-parameters) with ``training_state.pt``
+(model + optimiser state after each epoch): running the same command again resumes from the last finished
+epoch. The store's commit (an atomic rename) is the last step, so a version directory is always complete.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import random
-import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,11 +35,11 @@ from annotate.grounding.base import GroundingError
 from annotate.grounding.evaluation import BoxScores, GroundingSample, evaluate_boxes, load_rgb
 from annotate.grounding.loader import GDINO_TYPES, METADATA_FILE, read_metadata
 from annotate.grounding.text import grounding_dino_prompt
+from annotate.modelstore import ModelCard, ModelStore, is_store
 
-VERSION_PREFIX = "grounding-v"
-_VERSION_RE = re.compile(r"^grounding-v(\d{4,})-(\d{8}T\d{6}Z)(\.partial)?$")
+#: The store ``kind`` of a fine-tuned grounding model.
+KIND = "grounding"
 STATE_FILE = "training_state.pt"
-RUN_FILE = "run.json"
 
 
 @dataclass
@@ -68,31 +67,6 @@ class TrainResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def list_versions(out_dir: Path, include_partial: bool = False) -> list[Path]:
-    """Model directories written by ``pslg train grounding`` under ``out_dir``, oldest first."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    found = []
-    for p in out_dir.iterdir():
-        m = _VERSION_RE.match(p.name)
-        if m and p.is_dir() and (include_partial or not m.group(3)):
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
-def latest_version(out_dir: Path) -> Optional[Path]:
-    """The newest finished model directory under ``out_dir`` (None when there is none)."""
-    versions = list_versions(out_dir)
-    return versions[-1] if versions else None
-
-
-def _next_version_name(out_dir: Path) -> str:
-    numbers = [int(_VERSION_RE.match(p.name).group(1)) for p in list_versions(out_dir, include_partial=True)]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{VERSION_PREFIX}{(max(numbers) + 1 if numbers else 1):04d}-{stamp}"
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -107,20 +81,33 @@ def _signature(base: str, samples: Sequence[GroundingSample], config: TrainConfi
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _find_resumable(out_dir: Path, signature: str) -> Optional[Path]:
-    for path in reversed(list_versions(out_dir, include_partial=True)):
-        if not path.name.endswith(".partial"):
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            run = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-            if run.get("signature") == signature:
-                return path
-    return None
-
-
 def _resolve_base(base: str | Path) -> str:
+    """A directory as its absolute path; a model store as its current grounding version; a hub id as given."""
     path = Path(str(base)).expanduser()
+    if is_store(path):
+        current = ModelStore(path).current(KIND)
+        if current is None:
+            raise GroundingError(f"the model store {path} has no usable grounding version to start from")
+        return str(current.path.resolve())
     return str(path.resolve()) if path.is_dir() else str(base)
+
+
+def data_digest(samples: Sequence[GroundingSample]) -> str:
+    """What identifies a training set: each sample's image (name and size), expression and box."""
+    rows = []
+    for s in samples:
+        path = Path(s.image_path)
+        size = path.stat().st_size if path.is_file() else -1
+        rows.append((path.name, size, s.expression, [round(float(v), 3) for v in s.box]))
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parent_in(store: ModelStore, base_spec: str) -> Optional[str]:
+    """The version name of ``base_spec`` when it is a version of ``store`` (the lineage link of the new card)."""
+    path = Path(base_spec)
+    if path.is_dir() and path.parent.resolve() == store.root.resolve():
+        return path.name
+    return None
 
 
 def load_trainable(base: str) -> tuple[Any, Any]:
@@ -185,7 +172,7 @@ def _check_samples(samples: Sequence[GroundingSample]) -> tuple[list[GroundingSa
 
 def _model_card(meta: dict[str, Any], val: Optional[BoxScores]) -> str:
     lines = [
-        f"# {meta['version']}",
+        "# Grounding model",
         "",
         "Stage-1 grounding model (referring expression → box) fine-tuned by `pslg train grounding`.",
         "",
@@ -210,8 +197,8 @@ def _model_card(meta: dict[str, Any], val: Optional[BoxScores]) -> str:
         "",
         "## Use",
         "",
-        f"`pslg segment IMAGE --text \"...\" --grounding {meta['version']}` (give the directory path), "
-        "`pslg eval --grounding DIR`, or as the backend's grounding model. Each expression is one phrase; "
+        "`pslg segment IMAGE --text \"...\" --grounding DIR` (this version's directory, or the models directory "
+        "for its current version), `pslg eval --grounding DIR`, or as the backend's grounding model. Each expression is one phrase; "
         "spatial words re-rank the detector's candidates (docs/grounding.md).",
         "",
         "## Limitations",
@@ -236,16 +223,21 @@ def train_grounder(
     progress: bool = True,
     log: Callable[[str], None] = print,
     image_loader: Callable[[Path], np.ndarray] = load_rgb,
+    configured: Optional[str] = None,
 ) -> TrainResult:
-    """Fine-tune ``base`` on ``train_samples``, evaluate on ``val_samples``, write a new version directory."""
+    """Fine-tune ``base`` on ``train_samples``, evaluate on ``val_samples``, commit a new version to the store ``out_dir``.
+
+    ``base`` may be a model directory, a hub id or a model store (its current version). ``configured`` is the
+    model spec the calling process was configured with (the backend's ``PSLG_GROUNDING_MODEL``), recorded in
+    the card so a backend never serves a version trained for another configuration.
+    """
     from tqdm.auto import tqdm
 
     from annotate.grounding.hf import GroundingDinoGrounder
 
     if config.epochs < 1 or config.batch_size < 1 or not config.lr > 0:
         raise ValueError(f"epochs and batch size must be ≥ 1 and lr > 0 (got {config})")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ModelStore(out_dir)
     base_spec = _resolve_base(base)
     train, skipped = _check_samples(train_samples)
     for msg in skipped:
@@ -255,19 +247,16 @@ def train_grounder(
     val, val_skipped = _check_samples(val_samples)
 
     signature = _signature(base_spec, train, config)
-    work = _find_resumable(out_dir, signature) if resume else None
     dev = resolve_device(device)
     model, processor = load_trainable(base_spec)
+    work = store.staging(f"{KIND}-{signature}")
+    if not resume:
+        shutil.rmtree(work)
+        work = store.staging(f"{KIND}-{signature}")
     state = None
-    if work is not None and (work / STATE_FILE).is_file():
+    if (work / STATE_FILE).is_file():
         state = torch.load(work / STATE_FILE, map_location="cpu", weights_only=False)
-        log(f"resuming {work.name} after epoch {state['epoch']}")
-    if work is None:
-        work = out_dir / (_next_version_name(out_dir) + ".partial")
-        work.mkdir()
-        atomic_write_text(work / RUN_FILE, json.dumps({"signature": signature, "base": base_spec, "data_root": data_root,
-                                                       "train": asdict(config)}, indent=2))
-    version = work.name[: -len(".partial")] if work.name.endswith(".partial") else work.name
+        log(f"resuming the interrupted run in {work} after epoch {state['epoch']}")
 
     _seed_everything(config.seed)
     if not config.train_backbones:
@@ -284,7 +273,7 @@ def train_grounder(
         optimizer.load_state_dict(state["optimizer"])
         history = list(state["history"])
         start_epoch = int(state["epoch"])
-    grounder = GroundingDinoGrounder(model, processor, device=dev, model_version=version)
+    grounder = GroundingDinoGrounder(model, processor, device=dev, model_version=f"{KIND}-training")
 
     load_failures: list[str] = []
     for epoch in range(start_epoch, config.epochs):
@@ -341,12 +330,12 @@ def train_grounder(
         log(f"validation: box Acc@0.5 {val_scores.acc50:.3f}, mean IoU {val_scores.mean_iou:.3f} (n={val_scores.n})")
 
     base_meta = read_metadata(Path(base_spec)) if Path(base_spec).is_dir() else None
+    parent = _parent_in(store, base_spec)
     meta = {
-        "format": 1,
-        "version": version,
+        "format": 2,
         "architecture": model.config.model_type,
         "base": base_spec,
-        "base_version": (base_meta or {}).get("version"),
+        "base_version": parent or (base_meta or {}).get("version"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": str(dev),
         "train": asdict(config),
@@ -357,7 +346,7 @@ def train_grounder(
     }
     model.save_pretrained(work)
     processor.save_pretrained(work)
-    metrics = {"version": version, "train_loss": history,
+    metrics = {"train_loss": history,
                "val": val_scores.as_dict() if val_scores else None,
                "skipped_train": skipped + load_failures, "skipped_val": val_skipped}
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2))
@@ -370,11 +359,12 @@ def train_grounder(
     atomic_write_text(work / "MODEL_CARD.md", _model_card(meta, val_scores))
     atomic_write_text(work / METADATA_FILE, json.dumps(meta, indent=2))
     (work / STATE_FILE).unlink(missing_ok=True)
-    (work / RUN_FILE).unlink(missing_ok=True)
-    final = out_dir / version
-    if final.exists():
-        raise GroundingError(f"{final} already exists; refusing to overwrite a finished model version")
-    os.replace(work, final)
-    log(f"wrote {final}")
-    return TrainResult(path=final, version=version, history=history, val=val_scores,
+    card = ModelCard(
+        kind=KIND, base=base_spec, parent=parent, configured=configured, data_digest=data_digest(train),
+        samples=len(train), metrics={"val": val_scores.as_dict()} if val_scores else None,
+        extra={"architecture": model.config.model_type, "train": asdict(config), "data_root": data_root},
+    )
+    committed = store.commit(work, card)
+    log(f"wrote {committed.path}")
+    return TrainResult(path=committed.path, version=committed.card.label, history=history, val=val_scores,
                        resumed_from_epoch=start_epoch, skipped=skipped + load_failures)

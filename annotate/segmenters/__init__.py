@@ -23,12 +23,16 @@ def build_segmenter(
 ) -> Segmenter:
     """A ``SamSegmenter`` for ``checkpoint`` (on ``device``), or the ``ClassicalSegmenter`` when it is None.
 
-    Heavy imports (torch, segment_anything) are only paid when a checkpoint is given.
+    Heavy imports (torch, segment_anything) are only paid when a checkpoint is given; without the ``[sam]``
+    extra that raises ``MissingExtraError`` naming the pip command.
     """
     if checkpoint is None or str(checkpoint).strip() == "":
         from annotate.segmenters.classical import ClassicalSegmenter
 
         return ClassicalSegmenter()
+    from annotate.extras import require_extra
+
+    require_extra("sam", "SAM")
     from annotate.segmenters.sam import SamSegmenter
 
     return SamSegmenter(checkpoint, model_type=model_type, device=device, cache_size=cache_size)

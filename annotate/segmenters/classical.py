@@ -17,9 +17,15 @@ Why this design (measured in bench/stage2_isaid.py, see docs/stage2.md):
 * The score is that evidence: bounding-box agreement × shape fit when the segmentation is trusted, much lower
   for the box-prior fallback and lowest when the segmentation collapsed — a confidence a reviewer can sort on.
 
-Points: positive points are sure-foreground seeds; a negative point makes the uniform-colour region around it
-sure background and removes the connected part it lies in; a shape that covers a negative point or misses a
-positive one is not used. With points and no box, a box is grown around the positive points.
+Clicks (points with a box) are hard constraints applied as local edits of the box's mask
+(``annotate.clicks``): the box is segmented once (cached per image and box), then each click in order removes
+(negative) or adds (positive) the region around it that the mask got wrong, so click k only changes the mask
+near click k and no click is ever undone by a shape candidate or a fallback. Points without a box: the
+object's extent is grown from the image around the first positive point (the uniform-colour region under it,
+then a box around that region), segmented like a box prompt, then edited by every click.
+
+Large boxes are segmented at a bounded resolution (``max_roi_side``) and the mask is mapped back, so the cost
+of a box does not grow with its size.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ import cv2
 import numpy as np
 
 from annotate.cfpg import kmeans_foreground
+from annotate.clicks import ClickParams, EditCache, edit_session
+from annotate.geometry import box_iou, mask_iou
+from annotate.priors import ShapePriors, diagonal_of
 from annotate.segmenters.base import Segmenter
 from annotate.types import SegmentationOutput
 
@@ -71,8 +80,24 @@ class ClassicalParams:
     #: Colour tolerance (Lab units per channel) and size cap (share of the grown box) of a negative click's region.
     flood_tol: float = 12.0
     flood_max: float = 0.5
-    #: Box size (pixels) grown around positive points when no box is given.
-    point_box: int = 48
+    #: Point-only prompts: colour tolerances (Lab units) tried in turn for the region grown from the click and
+    #: the area jump that means it broke out into the ground, the smallest box side (px) put around it, the
+    #: margin added around the region (share of its size), and the window (px on a side) it may grow in.
+    point_grow_tols: tuple[float, ...] = (8.0, 14.0, 20.0, 28.0, 38.0)
+    point_jump: float = 6.0
+    point_min_side: int = 12
+    point_margin: float = 0.05
+    point_max_side: int = 512
+    #: The ROI is processed at most this many pixels on its longer side (larger boxes are downscaled and the
+    #: mask mapped back; 0 = full resolution, the unbounded behaviour).
+    max_roi_side: int = 200
+    #: How many (box, clicks) → mask results are kept per image, so a click session pays one edit per click.
+    cache_size: int = 32
+    #: Learned shape priors (``annotate.priors``), when the segmenter has some: a pixel of the shape chosen
+    #: from the colour evidence is kept where the category's prior is at least ``learned_keep`` × its
+    #: calibrated level, and a pixel outside it is added where the prior is at least ``learned_add``.
+    learned_keep: float = 0.5
+    learned_add: float = 0.9
 
 
 def _disc(mask: np.ndarray, x: float, y: float, r: float, value: int) -> None:
@@ -147,27 +172,30 @@ def _moment_ellipse(contours, shape: tuple[int, int]) -> Optional[np.ndarray]:
     return (d[..., 0] ** 2 / (4 * evals[0]) + d[..., 1] ** 2 / (4 * evals[1])) <= 1.0
 
 
-def _box_iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.count_nonzero(a | b)
-    return float(np.count_nonzero(a & b)) / u if u else 0.0
-
-
 class ClassicalSegmenter(Segmenter):
     """Box / point prompts → mask with no learned weights (OpenCV GrabCut + k-means + shape prior)."""
 
     name = "classical-grabcut-v1"
+    #: Clicks with a box are best applied as local edits of the refined box mask (``annotate.clicks``): the
+    #: pipeline does so, after MBO, instead of passing them to ``predict``.
+    clicks_as_edits = True
+    #: ``predict`` takes the prompt's ``category`` (for its learned shape priors).
+    uses_category = True
 
-    def __init__(self, params: Optional[ClassicalParams] = None, **overrides) -> None:
+    def __init__(
+        self, params: Optional[ClassicalParams] = None, click_params: Optional[ClickParams] = None,
+        priors: Optional[ShapePriors] = None, **overrides
+    ) -> None:
         self.params = replace(params or ClassicalParams(), **overrides)
+        #: learned per-category shape priors; their digest is part of ``name`` so new priors re-predict
+        self.priors = priors
+        if priors is not None:
+            self.name = f"{ClassicalSegmenter.name}+priors-{priors.digest}"
+        self._category: Optional[str] = None
+        self.click_params = click_params or ClickParams()
         self._rgb: Optional[np.ndarray] = None
+        self._image_key: Optional[str] = None
+        self._cache = EditCache(self.params.cache_size)
 
     def set_image(self, image: np.ndarray, image_key: Optional[str] = None) -> None:
         arr = np.asarray(image)
@@ -175,6 +203,11 @@ class ClassicalSegmenter(Segmenter):
             arr = np.repeat(arr[:, :, None], 3, axis=2)
         if arr.ndim != 3 or arr.shape[2] < 3:
             raise ValueError(f"expected an H×W×3 RGB image, got shape {arr.shape}")
+        # results are reused across calls only for an image known to be the same (same key, same size)
+        same = image_key is not None and image_key == self._image_key and self._rgb is not None
+        if not (same and self._rgb.shape[:2] == arr.shape[:2]):
+            self._cache.clear()
+        self._image_key = image_key
         self._rgb = np.ascontiguousarray(arr[:, :, :3].astype(np.uint8, copy=False))
 
     def predict(
@@ -182,32 +215,94 @@ class ClassicalSegmenter(Segmenter):
         box: Optional[np.ndarray] = None,
         point_coords: Optional[np.ndarray] = None,
         point_labels: Optional[np.ndarray] = None,
+        category: Optional[str] = None,
     ) -> SegmentationOutput:
+        """``category`` picks the learned shape prior (``annotate.priors``) when the segmenter has priors."""
         if self._rgb is None:
             raise RuntimeError("ClassicalSegmenter.predict called before set_image")
+        self._category = category if self.priors is not None else None
         h, w = self._rgb.shape[:2]
         pts = np.zeros((0, 2)) if point_coords is None else np.asarray(point_coords, np.float64).reshape(-1, 2)
         labs = np.ones(len(pts), int) if point_labels is None else np.asarray(point_labels, int).reshape(-1)
         if len(labs) != len(pts):
             raise ValueError(f"{len(pts)} points but {len(labs)} point labels")
-        pos, neg = pts[labs == 1], pts[labs == 0]
+        clicks = [((float(x), float(y)), int(v)) for (x, y), v in zip(pts, labs)]
         if box is None:
-            if len(pos) == 0:
+            if not any(v == 1 for _, v in clicks):
                 raise ValueError("no prompt: give a box or at least one positive point")
-            half = self.params.point_box / 2
-            bx = (pos[:, 0].min() - half, pos[:, 1].min() - half, pos[:, 0].max() + half, pos[:, 1].max() + half)
-            box_given = False
+            first = next(pt for pt, v in clicks if v == 1)
+            bx = self._box_from_point(first)
+            seed_pos = np.array([first])
         else:
             bx = tuple(float(v) for v in np.asarray(box, np.float64).reshape(4))
-            box_given = True
+            seed_pos = np.zeros((0, 2))
         x0, y0, x1, y1 = bx
         if not (x1 > x0 and y1 > y0):
             raise ValueError(f"box {bx} is empty")
         x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
         if x1 - x0 < 1 or y1 - y0 < 1:
             raise ValueError(f"box {bx} lies outside the {w}×{h} image")
-        mask, score = self._segment((x0, y0, x1, y1), pos, neg, box_given)
+        mask, score = self._segment_with_clicks((x0, y0, x1, y1), seed_pos, clicks)
         return SegmentationOutput(mask=mask, score=score)
+
+    def _segment_with_clicks(self, box, seed_pos: np.ndarray, clicks: list) -> tuple[np.ndarray, float]:
+        """The box's mask edited by each click in order; every prefix is cached so a session pays one edit a click."""
+        base_key = (tuple(round(v, 3) for v in box), tuple(map(tuple, seed_pos.round(3))), self._category)
+        assert self._rgb is not None
+        return edit_session(
+            self._rgb, base_key, lambda: self._segment(box, seed_pos, np.zeros((0, 2)), True), clicks, self._cache,
+            self.click_params,
+        )
+
+    def _box_from_point(self, point: tuple[float, float]) -> tuple[float, float, float, float]:
+        """A box for a point-only prompt, grown from the image: the colour region under the click.
+
+        The region is flood-filled in Lab inside a window of ``point_max_side`` pixels with a growing tolerance
+        (``point_grow_tols``), each opened to cut thin bridges into look-alike ground; the largest region before
+        the growth jumps (the fill broke out into the ground: more than ``point_jump`` times the area, or the
+        window's edge reached) is the object — a multi-coloured vehicle is found whole, not only its roof. Its
+        bounding box plus ``point_margin`` is the object's extent, at least ``point_min_side`` px.
+        """
+        p = self.params
+        rgb = self._rgb
+        assert rgb is not None
+        h, w = rgb.shape[:2]
+        x, y = point
+        half = p.point_max_side / 2
+        wx0, wy0 = int(max(0, np.floor(x - half))), int(max(0, np.floor(y - half)))
+        wx1, wy1 = int(min(w, np.ceil(x + half))), int(min(h, np.ceil(y + half)))
+        crop = np.ascontiguousarray(rgb[wy0:wy1, wx0:wx1])
+        lab = cv2.cvtColor(cv2.GaussianBlur(crop, (3, 3), 0), cv2.COLOR_RGB2LAB)
+        ch, cw = lab.shape[:2]
+        xi, yi = int(np.clip(np.floor(x) - wx0, 0, cw - 1)), int(np.clip(np.floor(y) - wy0, 0, ch - 1))
+        best: Optional[np.ndarray] = None
+        for tol_value in p.point_grow_tols:
+            ff = np.zeros((ch + 2, cw + 2), np.uint8)
+            tol = (tol_value,) * 3
+            cv2.floodFill(lab, ff, (xi, yi), 0, tol, tol, 8 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (1 << 8))
+            region = ff[1:-1, 1:-1].astype(bool)
+            opened = cv2.morphologyEx(region.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+            if opened[yi, xi]:
+                _, comp = cv2.connectedComponents(opened.astype(np.uint8), connectivity=8)
+                region = comp == comp[yi, xi]
+            ys, xs = np.nonzero(region)
+            touches = (xs.min() == 0 and wx0 > 0) or (ys.min() == 0 and wy0 > 0) or (xs.max() == cw - 1 and wx1 < w) or (
+                ys.max() == ch - 1 and wy1 < h
+            )
+            if touches or (best is not None and len(xs) > p.point_jump * np.count_nonzero(best)):
+                break
+            best = region
+        half_min = p.point_min_side / 2
+        if best is None:
+            return (x - half_min, y - half_min, x + half_min, y + half_min)
+        ys, xs = np.nonzero(best)
+        rx0, ry0, rx1, ry1 = xs.min() + wx0, ys.min() + wy0, xs.max() + 1.0 + wx0, ys.max() + 1.0 + wy0
+        mx, my = p.point_margin * (rx1 - rx0), p.point_margin * (ry1 - ry0)
+        bx0, by0, bx1, by1 = rx0 - mx, ry0 - my, rx1 + mx, ry1 + my
+        # never smaller than the minimum box around the click
+        bx0, by0 = min(bx0, x - half_min), min(by0, y - half_min)
+        bx1, by1 = max(bx1, x + half_min), max(by1, y + half_min)
+        return (float(bx0), float(by0), float(bx1), float(by1))
 
     # ------------------------------------------------------------------ internals
     def _segment(self, box, pos: np.ndarray, neg: np.ndarray, box_given: bool) -> tuple[np.ndarray, float]:
@@ -225,10 +320,15 @@ class ClassicalSegmenter(Segmenter):
             rx0, ry0 = min(rx0, int(max(0, np.floor(allp[:, 0].min()) - 2))), min(ry0, int(max(0, np.floor(allp[:, 1].min()) - 2)))
             rx1, ry1 = max(rx1, int(min(w, np.ceil(allp[:, 0].max()) + 3))), max(ry1, int(min(h, np.ceil(allp[:, 1].max()) + 3)))
         scale = float(np.clip(p.target_side / max(1.0, min(bw, bh)), 1.0, p.max_scale))
+        if p.max_roi_side > 0:
+            # bounded cost: a large ROI is segmented downscaled (GrabCut and k-means cost grow with its area)
+            scale = min(scale, p.max_roi_side / max(rx1 - rx0, ry1 - ry0))
         crop = rgb[ry0:ry1, rx0:rx1]
         sw, sh = max(1, int(round((rx1 - rx0) * scale))), max(1, int(round((ry1 - ry0) * scale)))
         if scale > 1.0:
             crop = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        elif scale < 1.0:
+            crop = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_AREA)
         sx, sy = (sw / (rx1 - rx0)), (sh / (ry1 - ry0))
 
         def to_roi(x: float, y: float) -> tuple[float, float]:
@@ -287,7 +387,11 @@ class ClassicalSegmenter(Segmenter):
         neg_roi = [to_roi(x, y) for x, y in neg]
         if collapsed:
             # the colour evidence is useless: fall back to the box prior (minus whatever negative points exclude)
-            out = self._box_prior(in_box, (bx0, by0, bx1, by1)) if box_given else in_box.copy()
+            learned = self._learned_prior(in_box, (bx0, by0, bx1, by1)) if box_given else None
+            if learned is not None:  # the category's learned prior, both diagonals averaged
+                out = learned[0] >= learned[1]
+            else:
+                out = self._box_prior(in_box, (bx0, by0, bx1, by1)) if box_given else in_box.copy()
             out8 = out.astype(np.uint8)
             for x, y in neg_roi:
                 _disc(out8, x, y, r, 0)
@@ -297,10 +401,12 @@ class ClassicalSegmenter(Segmenter):
             out, score = self._shape_prior(seg, in_box, (bx0, by0, bx1, by1), pos_roi, neg_roi)
         else:
             out = seg
-            score = _iou(seg, in_box) if box_given else 0.5
+            score = mask_iou(seg, in_box) if box_given else 0.5
         full = np.zeros((h, w), bool)
         if scale > 1.0:
             small = cv2.resize(out.astype(np.uint8) * 255, (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_AREA) >= 128
+        elif scale < 1.0:  # mapped back with a smooth (bilinear) outline, not blocky nearest-neighbour steps
+            small = cv2.resize(out.astype(np.uint8) * 255, (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_LINEAR) >= 128
         else:
             small = out
         full[ry0:ry1, rx0:rx1] = small
@@ -396,11 +502,11 @@ class ClassicalSegmenter(Segmenter):
                     if st_h[k, cv2.CC_STAT_AREA] >= p.hole_min * np.count_nonzero(filled):
                         big_holes |= lab_h == k
             rect = _fill_poly(shape, corners)
-            fit = _iou(rect, filled)
+            fit = mask_iou(rect, filled)
             ell = _moment_ellipse(cnts, shape)
             if ell is not None:
                 # round objects (tanks): an ellipse explains them better than a rectangle
-                efit = _iou(ell, filled)
+                efit = mask_iou(ell, filled)
                 if efit > fit:
                     rect, fit = ell, efit
             if fit < p.shape_fit:
@@ -409,7 +515,7 @@ class ClassicalSegmenter(Segmenter):
             # did the segmentation find the whole object? Then its shape spans the prompt box
             ys, xs = np.nonzero(rect)
             if len(xs):
-                bb = _box_iou((xs.min(), ys.min(), xs.max() + 1.0, ys.max() + 1.0), broi)
+                bb = box_iou((xs.min(), ys.min(), xs.max() + 1.0, ys.max() + 1.0), broi)
 
         def eligible(c: np.ndarray) -> bool:
             def at(x: float, y: float) -> bool:
@@ -417,8 +523,38 @@ class ClassicalSegmenter(Segmenter):
 
             return all(at(x, y) for x, y in pos_roi) and not any(at(x, y) for x, y in neg_roi)
 
+        # learned shape prior of the category (annotate.priors): replaces the hand-made box prior and trims /
+        # completes the trusted shape; a candidate that would contradict a click is not used
+        learned = self._learned_prior(seg, broi)
+        if learned is not None:
+            prob, level = learned
+            if rect is not None:
+                trimmed = (rect & (prob >= p.learned_keep * level)) | (prob >= max(level, p.learned_add))
+                rect = trimmed if trimmed.any() and eligible(trimmed) else rect
+            prior = prob >= level
         if rect is not None and bb >= p.trust_iou and eligible(rect):
-            return rect, float(bb * _iou(rect, seg))
+            return rect, float(bb * mask_iou(rect, seg))
         if eligible(prior):
-            return prior, float(0.5 * bb * _iou(prior, seg))
-        return seg, float(0.5 * _iou(seg, in_box))
+            return prior, float(0.5 * bb * mask_iou(prior, seg))
+        return seg, float(0.5 * mask_iou(seg, in_box))
+
+    def _learned_prior(self, seg: Optional[np.ndarray], broi) -> Optional[tuple[np.ndarray, float]]:
+        """The category's learned prior over the ROI (0 outside the box) and its calibrated level; None without one.
+
+        Rotation-aware: the template is flipped to the box diagonal the colour segmentation runs along (both
+        orientations averaged when the segmentation has none).
+        """
+        prior = self.priors.get(self._category) if self.priors is not None else None
+        if prior is None:
+            return None
+        shape = seg.shape if seg is not None else None
+        assert shape is not None
+        bx0, by0, bx1, by1 = broi
+        ix0, iy0 = int(np.clip(round(bx0), 0, shape[1] - 1)), int(np.clip(round(by0), 0, shape[0] - 1))
+        ix1, iy1 = int(np.clip(round(bx1), ix0 + 1, shape[1])), int(np.clip(round(by1), iy0 + 1, shape[0]))
+        d = diagonal_of(seg[iy0:iy1, ix0:ix1])
+        bw, bh = ix1 - ix0, iy1 - iy0
+        prob = prior.probability(bw, bh, d) if d else (prior.probability(bw, bh, 1) + prior.probability(bw, bh, -1)) / 2
+        full = np.zeros(shape, np.float32)
+        full[iy0:iy1, ix0:ix1] = prob
+        return full, prior.level

@@ -6,6 +6,10 @@ many prompts per image and flips back and forth between images, so :class:`SamSe
 ``cache_size`` image embeddings (LRU, keyed by image *content* + model name): N prompts on one image cost one
 encoder pass, and coming back to an earlier image costs none.
 
+With :meth:`SamSegmenter.attach_disk_cache` embeddings are also kept on disk
+(``annotate.segmenters.embedding_store``): ``pslg prelabel --cache-embeddings DIR`` fills it, and a backend with
+``PSLG_EMBEDDING_CACHE=DIR`` answers the first click on those images without running the encoder.
+
 Thread safety: one ``SamSegmenter`` may serve concurrent requests (the ML backend). The model itself is used
 under one lock (encoder and decoder calls are serialised — one GPU does not run two of them faster anyway),
 and the image a thread last passed to :meth:`SamSegmenter.set_image` is remembered **per thread**, so
@@ -35,6 +39,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from annotate.atomic import atomic_path
 from annotate.device import resolve_device
+from annotate.geometry import clip_box
 from annotate.segmenters.base import Segmenter
 from annotate.types import SegmentationOutput
 
@@ -280,6 +285,16 @@ class SamSegmenter(Segmenter):
         self._local = threading.local()
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0
+        self.disk_cache = None  # an annotate.segmenters.embedding_store.DiskEmbeddingCache (attach_disk_cache)
+
+    def attach_disk_cache(self, cache) -> None:
+        """Also keep embeddings in ``cache`` (a ``DiskEmbeddingCache``): other processes and later runs reuse them.
+
+        Memory is looked up first, then the disk; the encoder runs only when both miss, and its result is
+        written to both.
+        """
+        self.disk_cache = cache
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -340,7 +355,8 @@ class SamSegmenter(Segmenter):
     def cache_info(self) -> dict[str, int]:
         """Hits, misses (= encoder passes), entries currently held and capacity."""
         with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "size": len(self._cache), "capacity": self.cache_size}
+            return {"hits": self.hits, "misses": self.misses, "disk_hits": self.disk_hits, "size": len(self._cache),
+                    "capacity": self.cache_size}
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -364,17 +380,25 @@ class SamSegmenter(Segmenter):
         key = self._cache_key(image_key)
         with self._lock:
             emb = self._cache.get(key)
+            stored = None if emb is not None or self.disk_cache is None else self.disk_cache.get(key, self.device)
             if emb is not None:
                 self._cache.move_to_end(key)
                 self.hits += 1
             else:
-                self.misses += 1
-                self._predictor.set_image(image, image_format="RGB")
-                emb = _Embedding(
-                    features=self._predictor.features,
-                    original_size=tuple(self._predictor.original_size),
-                    input_size=tuple(self._predictor.input_size),
-                )
+                if stored is not None:
+                    self.disk_hits += 1
+                    emb = _Embedding(features=stored["features"], original_size=tuple(stored["original_size"]),
+                                     input_size=tuple(stored["input_size"]))
+                else:
+                    self.misses += 1
+                    self._predictor.set_image(image, image_format="RGB")
+                    emb = _Embedding(
+                        features=self._predictor.features,
+                        original_size=tuple(self._predictor.original_size),
+                        input_size=tuple(self._predictor.input_size),
+                    )
+                    if self.disk_cache is not None:
+                        self.disk_cache.put(key, emb.features, emb.original_size, emb.input_size)
                 if self.cache_size > 0:
                     self._cache[key] = emb
                     while len(self._cache) > self.cache_size:
@@ -428,15 +452,7 @@ def _check_prompt(
     """Validate a prompt against the image size; clip a box that sticks out. Raises ValueError with the reason."""
     box_arr = None
     if box is not None:
-        box_arr = np.asarray(box, dtype=np.float64).reshape(-1)
-        if box_arr.shape != (4,) or not np.all(np.isfinite(box_arr)):
-            raise ValueError(f"box must be 4 finite numbers x0,y0,x1,y1, got {np.asarray(box).tolist()}")
-        x0, y0, x1, y1 = box_arr
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"empty box {box_arr.tolist()}: need x0 < x1 and y0 < y1")
-        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-            raise ValueError(f"box {box_arr.tolist()} lies outside the {width}×{height} image")
-        box_arr = np.array([max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))])
+        box_arr = np.array(clip_box(np.asarray(box, dtype=np.float64).reshape(-1), width, height))
     coords = labels = None
     if point_coords is not None and np.asarray(point_coords).size > 0:
         coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)

@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 the command ran but some items failed (listed, and counted
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +15,8 @@ from typing import Any, Optional
 import typer
 
 from annotate.atomic import atomic_write_text
+from annotate.image_io import DEFAULT_MAX_PIXELS
+from converters.cli.common import check_writable_folder, print_table, write_error
 
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
@@ -24,55 +27,101 @@ train_app = typer.Typer(name="train", help="Train the models of the toolkit on y
 
 def _fail(message: str) -> "typer.Exit":
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
 
 
-def _read_split(data: Path, split: str, images: Optional[Path] = None) -> list:
+def _read_split(data: Path, split: str, images: Optional[Path] = None, *, required: bool = True) -> list:
+    """The refs of ``split``; with ``required``, an empty split fails naming the splits the dataset has."""
     from converters.rrsis import read_rrsis
 
     try:
-        return read_rrsis(data, split, image_dir=images)
+        records = read_rrsis(data, split, image_dir=images)
+        if records or not required:
+            return records
+        present = sorted({r.split for r in read_rrsis(data, image_dir=images)})
     except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
         raise _fail(f"cannot read the RRSIS dataset at {data}: {exc}") from None
+    raise _fail(f"{data} has no refs in split {split!r}; "
+                + (f"its splits: {', '.join(repr(s) for s in present)}" if present else "it has no refs at all"))
 
 
-@train_app.command("grounding")
+def check_model_spec(spec: str, option: str) -> None:
+    """Fail with "no such directory" when ``spec`` names a local folder that does not exist.
+
+    Without this, a mistyped local path reaches the Hugging Face hub client, which answers with its own
+    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" message. A spec is local when it starts
+    with ``.``, ``/`` or ``~``, holds a backslash or more than one ``/``, or its first component is an existing
+    local folder; a hub id is ``name`` or ``namespace/name``.
+    """
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise _fail(f"{option} {spec}: is a file, not a model directory")
+        return
+    first = spec.split("/", 1)[0]
+    local = (spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1 or spec.endswith("/")
+             or ("/" in spec and Path(first).expanduser().is_dir()))
+    if local:
+        raise _fail(f"{option} {spec}: no such directory")
+
+
+def _has_files(folder: Path) -> bool:
+    return any(p.is_file() for p in folder.rglob("*"))
+
+
+@train_app.command("grounding", epilog=(
+    "Examples:\n\n"
+    "  pslg train grounding --data data/ --base IDEA-Research/grounding-dino-tiny --out models/\n\n"
+    "  pslg train grounding --data data/ --base models/ --out models/ --epochs 5 --device cuda"))
 def train_grounding(
     data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (refs(unc).p + instances.json + images), e.g. from `pslg export rrsis`."),
-    base: str = typer.Option(..., "--base", help="Model to start from: a Grounding DINO directory (also an earlier `pslg train grounding` version) or a hub id such as IDEA-Research/grounding-dino-tiny."),
-    out: Path = typer.Option(..., "--out", help="Models directory; each run adds grounding-vNNNN-<timestamp>/ to it."),
-    epochs: int = typer.Option(10, "--epochs", min=1),
+    base: str = typer.Option(..., "--base", help="Model to start from: a Grounding DINO directory, a model store (its current version) or a hub id such as IDEA-Research/grounding-dino-tiny."),
+    out: Path = typer.Option(..., "--out", help="Model store (see `pslg models versions`); each run adds a version vNNNN/ and makes it current. Point the backend's PSLG_GROUNDING_MODEL here to serve it without a restart."),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="Passes over the train split."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Expressions per optimiser step."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffling and of the new weights."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps"),
     train_backbones: bool = typer.Option(False, "--train-backbones/--freeze-backbones", help="Also update the Swin image and BERT text encoders (default: frozen)."),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the image files when they are not at <data>/images/<name>/JPEGImages."),
-    train_split: str = typer.Option("train", "--train-split"),
-    val_split: str = typer.Option("val", "--val-split"),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder of the image files when they are not at <data>/images/<name>/JPEGImages."),
+    train_split: str = typer.Option("train", "--train-split", help="Split to train on."),
+    val_split: str = typer.Option("val", "--val-split", help="Split to measure box Acc@0.5 on after training."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run with the same data, base and settings."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Fine-tune Grounding DINO on the train split's boxes (derived from masks); evaluate on val; write a new version."""
     from annotate.device import DeviceError
+    from annotate.extras import MissingExtraError, require_extra
     from annotate.grounding.base import GroundingError
     from annotate.grounding.evaluation import samples_from_records
+
+    try:
+        require_extra("grounding", "Training a grounding model")
+    except MissingExtraError as exc:
+        raise _fail(str(exc)) from None
     from annotate.grounding.training import TrainConfig, train_grounder
 
-    train_records = _read_split(data, train_split, images)
-    if not train_records:
-        raise _fail(f"{data} has no refs in split {train_split!r}")
-    val_records = _read_split(data, val_split, images)
+    check_model_spec(base, "--base")
+    train_records = _read_split(data, train_split, image_root)
+    val_records = _read_split(data, val_split, image_root, required=False)
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train_backbones=train_backbones)
+    out_is_new = not out.exists()
     try:
         result = train_grounder(
             samples_from_records(train_records), samples_from_records(val_records), base, out, config,
             device=device, data_root=str(Path(data).resolve()), resume=resume, progress=progress, log=typer.echo,
         )
-    except (GroundingError, DeviceError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    except BaseException as exc:
+        if out_is_new and out.is_dir() and not _has_files(out):  # a failed first run leaves no empty folder
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, (GroundingError, DeviceError, ValueError)):
+            raise _fail(str(exc)) from None
+        if isinstance(exc, OSError):
+            raise _fail(write_error(exc, out)) from None
+        raise
     if result.val is not None:
         typer.echo(f"val box Acc@0.5 {result.val.acc50:.3f}  mean IoU {result.val.mean_iou:.3f}  (n={result.val.n})")
     typer.echo(f"model version: {result.version}")
@@ -103,6 +152,7 @@ def evaluate_dataset(
     pipeline: Any,
     oracle_box: bool,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Run the pipeline on every expression of ``records``; RRSIS scores (native + 480), box accuracy, per category."""
     import numpy as np
@@ -127,7 +177,7 @@ def evaluate_dataset(
         if not items:
             continue
         try:
-            rgb = load_image(path).rgb
+            rgb = load_image(path, max_pixels=max_pixels).rgb
             results = pipeline.run(
                 rgb, [Prompt(box=rec.bbox_xyxy if oracle_box else None, text=s) for rec, s in items], image_key=image_key(rgb)
             )
@@ -169,8 +219,39 @@ def evaluate_dataset(
     }
 
 
+def _category_column(table: Any, report: dict[str, Any]) -> None:
+    """The category column, wide enough for every name: names are folded, never cut ("Large_Ve…")."""
+    names = ["category", "all", *report["per_category"]]
+    table.add_column("category", no_wrap=True, overflow="fold", min_width=min(40, max(map(len, names))))
+
+
+def _print_errors(console: Any, errors: list[str]) -> None:
+    if errors:
+        console.print(f"[yellow]{len(errors)} item(s) failed (counted as IoU 0):[/yellow]")
+        for e in errors[:20]:
+            console.print(f"  {e}", highlight=False, markup=False)
+
+
+def _print_box_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"Stage 1 (boxes only) on {escape(report['settings']['split'])}")
+    _category_column(t, report)
+    for col in ("Acc@0.5", "mean IoU", "n"):
+        t.add_column(col, justify="right")
+    for name, row in [("all", report["overall"])] + list(report["per_category"].items()):
+        t.add_row("[bold]all[/bold]" if name == "all" else escape(name), f"{100 * row['acc@0.5']:.2f}",
+                  f"{100 * row['mean_iou']:.2f}", str(row["n"]))
+    print_table(t, console)
+    _print_errors(console, report["errors"])
+
+
 def _print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -178,7 +259,7 @@ def _print_report(report: dict[str, Any]) -> None:
     for protocol in ("native", "480"):
         title = f"RRSIS {report['settings']['split']} — {'native resolution' if protocol == 'native' else '480×480 (published protocol)'}"
         t = Table(title=title)
-        t.add_column("category")
+        _category_column(t, report)
         for x in THRESHOLDS:
             t.add_column(f"Pr@{x:.1f}", justify="right")
         t.add_column("mIoU", justify="right")
@@ -195,66 +276,104 @@ def _print_report(report: dict[str, Any]) -> None:
             cells += [f"{100 * s['miou']:.2f}", f"{100 * s['oiou']:.2f}"]
             if not oracle:
                 cells.append(f"{100 * row['box']['acc@0.5']:.2f}")
-            t.add_row(f"[bold]{name}[/bold]" if name == "all" else name, *cells, str(row["n"]))
-        console.print(t)
-    if report["errors"]:
-        console.print(f"[yellow]{len(report['errors'])} item(s) failed (counted as IoU 0):[/yellow]")
-        for e in report["errors"][:20]:
-            console.print(f"  {e}", highlight=False, markup=False)
+            t.add_row(f"[bold]{name}[/bold]" if name == "all" else escape(name), *cells, str(row["n"]))
+        print_table(t, console)
+    _print_errors(console, report["errors"])
+
+
+def evaluate_boxes_only(records: list, grounder: Any, progress: bool = True,
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+    """Stage 1 alone: box Acc@0.5 and mean IoU per category (no segmenter runs: seconds, not minutes)."""
+    from tqdm.auto import tqdm
+
+    from annotate.grounding.evaluation import evaluate_boxes, samples_from_records
+    from annotate.image_io import load_image
+
+    scores = evaluate_boxes(grounder, samples_from_records(records),
+                            progress=(lambda it: tqdm(it, desc="eval boxes", unit="expr")) if progress else None,
+                            image_loader=lambda path: load_image(path, max_pixels=max_pixels).rgb)
+    return {"overall": {"acc@0.5": scores.acc50, "mean_iou": scores.mean_iou, "n": scores.n},
+            "per_category": scores.per_category, "errors": scores.errors}
+
+
+EVAL_EPILOG = (
+    "Examples:\n\n"
+    "  pslg eval --data data/ --split test --grounding models/ --out eval-test.json\n\n"
+    "  pslg eval --data data/ --split val --grounding models/ --boxes-only     (stage 1 alone, fast)\n\n"
+    "  pslg eval --data data/ --split test --oracle-box --no-mbo               (stage 2 alone)"
+)
 
 
 def eval_command(
-    data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset."),
-    split: str = typer.Option("test", "--split"),
-    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the image files when they are not at <data>/images/<name>/JPEGImages."),
-    grounding: Optional[str] = typer.Option(None, "--grounding", "-g", metavar="MODEL", help="Stage-1 model: a local folder (Grounding DINO, OWLv2, `pslg train grounding` output) or a hub id."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", envvar="PSLG_SAM_CHECKPOINT", help="SAM checkpoint; without it the weights-free classical segmenter runs."),
-    model_type: str = typer.Option("vit_b", "--model-type", envvar="PSLG_SAM_MODEL_TYPE"),
-    cfpg: Optional[bool] = typer.Option(None, "--cfpg/--no-cfpg", help="CFPG foreground point (default: the measured default for the segmenter; --no-cfpg for the ablation)."),
-    mbo: Optional[bool] = typer.Option(None, "--mbo/--no-mbo", help="MBO boundary refinement (default: the measured default for the segmenter; --no-mbo for the ablation)."),
+    data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (e.g. from `pslg export rrsis`).", show_default=False),
+    split: str = typer.Option("test", "--split", help="Split to score: train, val or test."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder of the image files when they are not at <data>/images/<name>/JPEGImages.", show_default=False),
+    grounding: Optional[str] = typer.Option(None, "--grounding", "-g", metavar="MODEL", help="Stage-1 model: a local folder (Grounding DINO, OWLv2, a `pslg train grounding` model store) or a hub id."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", envvar="PSLG_SAM_CHECKPOINT", help="SAM checkpoint (a file, or a name such as vit_b from `pslg models pull`); without it the weights-free classical segmenter runs.", show_default=False),
+    model_type: str = typer.Option("vit_b", "--model-type", envvar="PSLG_SAM_MODEL_TYPE", help="SAM architecture of --checkpoint: vit_h, vit_l, vit_b or auto."),
+    cfpg: Optional[bool] = typer.Option(None, "--cfpg/--no-cfpg", help="CFPG foreground point (default: the measured default for the segmenter; --no-cfpg for the ablation).", show_default=False),
+    mbo: Optional[bool] = typer.Option(None, "--mbo/--no-mbo", help="MBO boundary refinement (default: the measured default for the segmenter; --no-mbo for the ablation).", show_default=False),
     oracle_box: bool = typer.Option(False, "--oracle-box", help="Use the ground-truth box instead of stage 1: separates stage-1 from stage-2 errors."),
-    device: str = typer.Option("auto", "--device"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="JSON report path (default eval-<split>.json)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N refs (quick checks)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    boxes_only: bool = typer.Option(False, "--boxes-only", help="Score stage 1 only (box Acc@0.5, mean IoU): no mask stage runs."),
+    spatial: bool = typer.Option(True, "--spatial/--no-spatial", help="Let position and size words (\"top left\", \"largest\") re-rank the grounder's boxes."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON to this file (default: print only).", show_default=False),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N refs (quick checks).", show_default=False),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", envvar="PSLG_MAX_PIXELS", min=1, help="Refuse images with more pixels (width × height) than this."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score text → box → mask on an RRSIS split: Pr@0.5…0.9, mIoU, oIoU (native and 480×480), box Acc@0.5, per category."""
+    if boxes_only and oracle_box:
+        raise _fail("--boxes-only scores the grounder's boxes; --oracle-box replaces them: give one of the two")
     if not grounding and not oracle_box:
         raise _fail("give --grounding MODEL (text → box) or --oracle-box (ground-truth boxes)")
-    records = _read_split(data, split, images)
+    if grounding:
+        check_model_spec(grounding, "--grounding")
+    if out is not None:  # before minutes of evaluation: an unwritable report path should cost nothing
+        try:
+            if out.is_dir():
+                raise IsADirectoryError(21, "Is a folder, not a file", str(out))
+            check_writable_folder(out.parent)
+        except OSError as exc:
+            raise _fail(write_error(exc, out)) from None
+    records = _read_split(data, split, image_root)
     if limit:
         records = records[:limit]
-    if not records:
-        raise _fail(f"{data} has no refs in split {split!r}")
 
     from annotate.device import DeviceError
-    from annotate.pipeline import Pipeline
-    from annotate.segmenters import build_segmenter
+    from annotate.extras import MissingExtraError
+    from annotate.factory import build_pipeline, build_segmenter, load_grounding
 
-    try:
-        segmenter = build_segmenter(checkpoint, model_type=model_type, device=device)
-    except (DeviceError, ValueError, FileNotFoundError, OSError) as exc:
-        raise _fail(str(exc)) from None
     grounder = None
     if grounding and not oracle_box:
-        from annotate.grounding import load_grounder
-
         try:
-            grounder = load_grounder(grounding, device=device)
+            grounder = load_grounding(grounding, device=device, **({} if spatial else {"spatial_weight": 0.0}))
         except Exception as exc:  # any failure to load a model is reported, not traced
             raise _fail(f"cannot load grounding model {grounding}: {exc}") from None
-    pipeline = Pipeline(segmenter, grounder=grounder, use_cfpg=cfpg, use_mbo=mbo)
-    report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress)
-    report["settings"] = {
-        "data": str(Path(data).resolve()), "split": split, "grounding": grounding if not oracle_box else None,
-        "oracle_box": oracle_box, "checkpoint": str(checkpoint) if checkpoint else None, "model_type": model_type,
-        "cfpg": pipeline.use_cfpg, "mbo": pipeline.use_mbo, "model_version": pipeline.model_version,
-        "refs": len(records),
-    }
-    _print_report(report)
-    path = output or Path(f"eval-{split}.json")
-    atomic_write_text(path, json.dumps(report, indent=2))
-    typer.echo(f"wrote {path}")
+    settings = {"data": str(Path(data).resolve()), "split": split, "grounding": grounding if not oracle_box else None,
+                "oracle_box": oracle_box, "boxes_only": boxes_only, "spatial": spatial, "refs": len(records)}
+    if boxes_only:
+        report = evaluate_boxes_only(records, grounder, progress=progress, max_pixels=max_pixels)
+        report["settings"] = {**settings, "model_version": getattr(grounder, "model_version", None)}
+        _print_box_report(report)
+    else:
+        try:
+            segmenter = build_segmenter(checkpoint, model_type=model_type, device=device)
+        except (DeviceError, MissingExtraError, ValueError, FileNotFoundError, OSError) as exc:
+            raise _fail(str(exc)) from None
+        pipeline = build_pipeline(segmenter=segmenter, grounding=grounder, use_cfpg=cfpg, use_mbo=mbo)
+        report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress, max_pixels=max_pixels)
+        report["settings"] = {**settings, "checkpoint": str(checkpoint) if checkpoint else None,
+                              "model_type": model_type, "cfpg": pipeline.use_cfpg, "mbo": pipeline.use_mbo,
+                              "model_version": pipeline.model_version}
+        _print_report(report)
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out, json.dumps(report, indent=2))
+        except OSError as exc:
+            raise _fail(write_error(exc, out)) from None
+        typer.echo(f"wrote {out}")
     if report["errors"]:
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
@@ -263,4 +382,4 @@ def register(app: typer.Typer) -> None:
     """Add ``pslg train grounding`` and ``pslg eval`` to ``app``."""
     panel = "Grounding (stage 1) and evaluation"
     app.add_typer(train_app, name="train", rich_help_panel=panel)
-    app.command("eval", rich_help_panel=panel)(eval_command)
+    app.command("eval", rich_help_panel=panel, epilog=EVAL_EPILOG)(eval_command)

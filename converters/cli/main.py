@@ -6,9 +6,12 @@ transformers) is only paid by the command that needs it.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from converters.cli import dataset, grounding, models, segment, serve
+from converters.cli import dataset, grounding, models, prelabel, segment, select, serve
+from converters.cli.common import hide_flag_value_hints, version_callback
 
 app = typer.Typer(
     name="pslg",
@@ -21,8 +24,19 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for module in (segment, models, dataset, grounding, serve):
+
+
+@app.callback()
+def main(
+    version: Optional[bool] = typer.Option(None, "--version", callback=version_callback, is_eager=True,
+                                           help="Show the version and exit."),
+) -> None:
+    """Build referring remote-sensing segmentation (RRSIS) datasets (see ``pslg COMMAND --help``)."""
+
+
+for module in (segment, models, dataset, grounding, serve, prelabel, select):
     module.register(app)
+hide_flag_value_hints()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,5 @@
-"""``pslg models``: list, download (resumable, verified) and verify the official SAM checkpoints.
+"""``pslg models``: the official SAM checkpoints (list, download resumable and verified, verify) and model
+stores of trained versions (``versions``, ``rollback``, ``mark-bad``; see ``annotate.modelstore``).
 
 Exit codes: 0 success; 1 a download or a verification failed (the message says why and what to do, no
 traceback); 2 bad usage (unknown model name).
@@ -17,7 +18,9 @@ EXIT_USAGE = 2
 models_app = typer.Typer(
     help=(
         "Official SAM checkpoints (vit_h, vit_l, vit_b): list them, download with resume and sha256/md5 "
-        "verification, verify files. Cache: $PSLG_CACHE_DIR/checkpoints (default ~/.cache/pslg/checkpoints)."
+        "verification, verify files. Cache: $PSLG_CACHE_DIR/checkpoints (default ~/.cache/pslg/checkpoints); "
+        "`--checkpoint vit_b` everywhere uses the pulled file. Model stores of trained versions: versions, "
+        "rollback, mark-bad."
     ),
     no_args_is_help=True,
 )
@@ -36,7 +39,7 @@ def _mb(n: Optional[int]) -> str:
     return "?" if n is None else f"{n / 1e6:,.0f} MB"
 
 
-@models_app.command("list")
+@models_app.command("list", epilog="Example:\n\n  pslg models list")
 def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
     """Known checkpoints, their size and sha256, and whether each is in the cache (complete or partial)."""
     from rich.console import Console
@@ -67,7 +70,7 @@ def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
     typer.echo("Presence is by file name and size; `pslg models verify` checks the digests.")
 
 
-@models_app.command("pull")
+@models_app.command("pull", epilog="Example:\n\n  pslg models pull vit_b\n\n  pslg models pull vit_h --url https://mirror.example/sam_vit_h_4b8939.pth")
 def pull_command(
     name: str = typer.Argument(..., help="vit_b, vit_l or vit_h."),
     url: Optional[str] = typer.Option(None, "--url", help="Download from this URL (a mirror) instead of the official one; the official digests still apply."),
@@ -88,7 +91,7 @@ def pull_command(
     typer.echo(f"{name}: {path} (verified)")
 
 
-@models_app.command("verify")
+@models_app.command("verify", epilog="Example:\n\n  pslg models verify\n\n  pslg models verify ~/Downloads/sam_vit_b_01ec64.pth")
 def verify_command(
     target: Optional[str] = typer.Argument(None, help="A name (vit_b …) or a file path; default: every checkpoint in the cache."),
     cache_dir: Optional[Path] = _CACHE_OPT,
@@ -136,6 +139,93 @@ def verify_command(
         raise typer.Exit(EXIT_FAILED)
 
 
+def _store(directory: Path):
+    from annotate.modelstore import ModelStore, is_store
+
+    if not is_store(directory):
+        raise _fail(f"{directory} is not a model store (no store.json or vNNNN versions); "
+                    "`pslg train grounding --out DIR` creates one")
+    return ModelStore(directory)
+
+
+@models_app.command("versions")
+def versions_command(
+    directory: Path = typer.Argument(..., help="A model store (what `pslg train grounding --out` fills)."),
+) -> None:
+    """List a model store's versions: kind, parent, samples, validation score, created, and which one is served.
+
+    Example: pslg models versions models/
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from annotate.modelstore import ModelStoreError
+
+    store = _store(directory)
+    try:
+        versions = store.versions()
+        current = {kind: store.current(kind) for kind in {v.kind for v in versions if v.kind}}
+    except ModelStoreError as exc:
+        raise _fail(str(exc)) from None
+    if not versions:
+        raise _fail(f"{directory} has no versions yet")
+    served = {v.name for v in current.values() if v is not None}
+    table = Table(title=f"Model versions in {directory}")
+    for col in ("version", "kind", "served", "parent", "samples", "val Acc@0.5", "created", "base", "status"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        card = v.card
+        acc = ((card.metrics or {}).get("val") or {}).get("acc@0.5") if card else None
+        status = f"bad: {v.bad}" if v.bad else (v.card_error or "ok")
+        table.add_row(v.name, card.kind if card else "?", "yes" if v.name in served else "",
+                      (card.parent or "") if card else "", str(card.samples if card and card.samples is not None else ""),
+                      f"{acc:.3f}" if isinstance(acc, (int, float)) else "", card.created_at if card else "",
+                      card.base if card else "", status)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+
+
+@models_app.command("rollback")
+def rollback_command(
+    directory: Path = typer.Argument(..., help="A model store."),
+    version: str = typer.Argument(..., help="The version to serve, e.g. v0002 (or 2)."),
+) -> None:
+    """Serve an earlier version: a backend following this store switches to it within its poll interval.
+
+    Example: pslg models rollback models/ v0002
+    """
+    from annotate.modelstore import ModelStoreError
+
+    try:
+        chosen = _store(directory).rollback(version)
+    except (ModelStoreError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{directory}: now serving {chosen.name} ({chosen.card.kind}); a new training run makes its version current")
+
+
+@models_app.command("mark-bad")
+def mark_bad_command(
+    directory: Path = typer.Argument(..., help="A model store."),
+    version: str = typer.Argument(..., help="The version never to serve again, e.g. v0003."),
+    reason: str = typer.Option("marked bad", "--reason", help="Why (shown by `pslg models versions`)."),
+    undo: bool = typer.Option(False, "--undo", help="Serve it again (remove the mark)."),
+) -> None:
+    """Stop serving a version (the next older good one is served); the files stay.
+
+    Example: pslg models mark-bad models/ v0003 --reason "worse on val"
+    """
+    from annotate.modelstore import ModelStoreError
+
+    store = _store(directory)
+    try:
+        marked = store.unmark(version) if undo else store.mark_bad(version, reason)
+    except (ModelStoreError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{directory}: {marked.name} {'may be served again' if undo else 'is marked bad: ' + reason}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``models`` group (``list``, ``pull``, ``verify``) to ``app``."""
+    """Add the ``models`` group (``list``, ``pull``, ``verify``, ``versions``, ``rollback``, ``mark-bad``) to ``app``."""
     app.add_typer(models_app, name="models", rich_help_panel="Set-up")

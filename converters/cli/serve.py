@@ -5,6 +5,19 @@ from __future__ import annotations
 import typer
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an interface to listen on) is reachable from this machine only."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def register(app: typer.Typer) -> None:
     """Add ``pslg serve`` to ``app``."""
 
@@ -29,4 +42,8 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         typer.echo(f"pslg backend on http://{host}:{port} (models load in the background; see /health)", err=True)
+        if not settings.basic_auth_enabled and not is_loopback(host):
+            typer.echo(f"warning: listening on {host} (beyond this machine) without BASIC_AUTH_USER/BASIC_AUTH_PASS: "
+                       "anyone who reaches the port can call /predict and /setup; set both (and the same in Label "
+                       "Studio's model settings) or use --host 127.0.0.1", err=True)
         serve(host=host, port=port, threads=threads, dev=dev, settings=settings)

@@ -6,10 +6,11 @@ backend's training store both call it.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
-from converters.labelstudio.media import ImageResolveError, ImageResolver
-from converters.labelstudio.schema import LabelSchema
+from converters.labelstudio.media import ImageResolveError, ImageSource
+from converters.labelstudio.polygons import accepts_polygon, read_polygon_region
+from converters.labelstudio.schema import LabelSchema, expressions_of
 from converters.model import ImageItem, ObjectItem, Report
 
 Selection = str  # "latest" | "ground-truth" | "annotator:<email or id>"
@@ -68,19 +69,11 @@ def select_annotation(task: dict, selection: Selection, report: Report) -> Optio
 MissingExpression = str  # "error" | "label" | "skip" | "allow"
 
 
-def _expressions_of(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value] if value.strip() else []
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value if isinstance(v, str) and v.strip()]
-    return []
-
-
 def label_to_phrase(label: str) -> str:
     return label.replace("_", " ").strip().lower()
 
 
-def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: ImageResolver, report: Report,
+def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: ImageSource, report: Report,
                  missing_expression: MissingExpression = "error") -> Optional[ImageItem]:
     """Turn one task + its chosen annotation into an :class:`ImageItem`; per-item problems go to ``report``."""
     from converters.labelstudio.brush import brush_rle_decode
@@ -103,16 +96,23 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
     results = [r for r in annotation.get("result") or [] if isinstance(r, dict)]
     texts: dict[str, list[str]] = {}
     for r in results:
-        if str(r.get("type", "")).lower() == "textarea" and (not schema.textarea_names
-                                                            or r.get("from_name") in schema.textarea_names):
-            texts.setdefault(str(r.get("id")), []).extend(_expressions_of((r.get("value") or {}).get("text")))
-    task_exprs = _expressions_of(data.get(schema.expression_key))
-    per_task = schema.expression_key in data
+        if str(r.get("type", "")).lower() == "textarea" and schema.accepts_expression_area(r.get("from_name")):
+            texts.setdefault(str(r.get("id")), []).extend(expressions_of((r.get("value") or {}).get("text")))
+    task_exprs = schema.task_expressions(data)
+    per_task = task_exprs is not None
     objects: list[ObjectItem] = []
     for i, r in enumerate(results):
-        if str(r.get("type", "")).lower() != "brushlabels":
+        rtype = str(r.get("type", "")).lower()
+        if rtype == "polygonlabels" and accepts_polygon(schema, r.get("from_name")):
+            read = read_polygon_region(r, data, schema, width, height, report, f"task {tid} region {r.get('id', i)}")
+            if read is not None:
+                exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
+                objects.append(ObjectItem(mask=read[0], category=read[1], expressions=exprs,
+                                          where=f"task {tid} region {r.get('id', i)}"))
             continue
-        if schema.brush_names and r.get("from_name") not in schema.brush_names:
+        if rtype != "brushlabels":
+            continue
+        if not schema.accepts_brush(r.get("from_name")):
             continue
         rwhere = f"task {tid} region {r.get('id', i)}"
         value = r.get("value") or {}
@@ -136,12 +136,12 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
         except Exception as exc:
             report.error(rwhere, f"brush RLE does not decode: {exc}")
             continue
-        exprs = list(task_exprs) if per_task else list(texts.get(str(r.get("id")), []))
+        exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
         objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere))
     if not objects:
-        report.skipped["annotation without a brush mask"] += 1
+        report.skipped["annotation without a brush mask or polygon"] += 1
         return None
-    if per_task and len(objects) > 1:  # one task = one referred object: its brush strokes are merged
+    if per_task and len(objects) > 1:  # one task = one referred object: its brush strokes / polygons are merged
         cats = {o.category for o in objects}
         if len(cats) > 1:
             report.error(where, f"one-expression task has brush regions with different labels {sorted(cats)}")
@@ -169,7 +169,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
     return ImageItem(source=src, path=path, width=width, height=height, objects=kept, split=split, where=where)
 
 
-def iter_items(tasks: Iterator[dict], schema: LabelSchema, resolver: ImageResolver, report: Report,
+def iter_items(tasks: Iterator[dict], schema: LabelSchema, resolver: ImageSource, report: Report,
                selection: Selection = "latest", missing_expression: MissingExpression = "error",
                ) -> Iterator[ImageItem]:
     """Tasks → items, one at a time (bounded memory); bad tasks are reported and skipped."""

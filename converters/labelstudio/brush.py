@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from annotate.masks import _as_bool_mask
+from annotate.geometry import as_bool_mask
 
 # rle-pack parameters used by Label Studio (and the sdk encoder).
 _WORD_SIZE = 8
@@ -168,7 +168,7 @@ def brush_rle_encode(mask: np.ndarray) -> list[int]:
     Any non-zero pixel is foreground (alpha 255). The 4× channel repetition is folded into the run
     lengths, so the cost is one pass over the H×W mask plus work proportional to the number of runs.
     """
-    m = _as_bool_mask(mask)
+    m = as_bool_mask(mask)
     if m.size == 0:
         raise ValueError("cannot encode an empty (0-pixel) mask")
     flat = m.ravel()

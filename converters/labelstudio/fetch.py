@@ -3,9 +3,11 @@
 Why this module exists: wrong token handling is the most reported failure of existing SAM backends. Label Studio
 ≥ 1.18 hands out *personal access tokens* (PATs, JWT refresh tokens) that must be exchanged at
 ``POST /api/token/refresh`` for a short-lived access token sent as ``Authorization: Bearer``; legacy tokens go
-as ``Authorization: Token <key>``. The token is only ever sent to the Label Studio host itself, never to an
-arbitrary image URL a task names. Downloads are bounded in size and time, and every error names the URL
-(without any token).
+as ``Authorization: Token <key>``. The token is only ever sent to Label Studio's own *media* paths on the Label
+Studio host (:func:`sends_token`), never to an arbitrary image URL or API path a task names. "Same host" is decided
+on the URL exactly as ``requests`` will send it and parsed by urllib3, the parser that connects, so a URL that two
+parsers read differently (``http://a\\@b/``, userinfo, control characters) never carries the token. Downloads are
+bounded in size and time, and every error names the URL (without any token).
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
+import urllib3
 
 log = logging.getLogger("pslg.labelstudio.fetch")
 
@@ -54,11 +58,95 @@ def display_url(url: str) -> str:
     return url.split("?", 1)[0] + "?…"
 
 
-def _origin(url: str) -> tuple[str, str, int]:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
+#: Label Studio 1.23's media routes: uploads, local files, the upload proxy of cloud storage, and the storage
+#: resolve/presign endpoints of a task or project. Only these get the token; ``/api/...`` never does.
+MEDIA_PREFIXES = ("/data/upload/", "/data/local-files/", "/storage-data/uploaded/")
+_RESOLVE_PATH = re.compile(r"^/(?:tasks|projects)/\d+/(?:resolve|presign)/?$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def unsafe_url_reason(url: str) -> Optional[str]:
+    """Why ``url`` must not be fetched: a control character anywhere (header injection, NUL), or a backslash,
+    whitespace or userinfo (``@``) in the authority, where parsers disagree on the host (``requests`` would also
+    turn userinfo into Basic credentials). Spaces in a path or query are fine: ``requests`` percent-encodes them."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "contains a control character"
+    scheme, sep, rest = url.partition(":")
+    if sep and "\\" in rest[:2]:  # http:\\host or http:/\host
+        return "contains a backslash where the host begins"
+    if "://" in url:
+        authority = re.split(r"[/?#]", url.split("://", 1)[1], maxsplit=1)[0]
+        if "\\" in authority:
+            return "contains a backslash in the host part"
+        if any(ch.isspace() for ch in authority):
+            return "contains a space in the host part"
+        if "@" in authority:
+            return "has user info (@) before the host"
+    return None
+
+
+def prepared_url(url: str) -> str:
+    """``url`` exactly as ``requests`` sends it (IDNA host, requoted path, dot segments removed)."""
+    try:
+        prepared = requests.Request("GET", url).prepare().url
+    except (requests.RequestException, ValueError, UnicodeError):
+        raise ImageFetchError(f"image {display_url(url)}: not a valid URL") from None
+    return str(prepared)
+
+
+def connect_origin(url: str) -> Optional[tuple[str, str, int]]:
+    """(scheme, host, port) a prepared ``url`` connects to, per urllib3 (the parser that connects).
+
+    None when the URL carries userinfo (``user@host``) or when the standard library reads another host or port
+    from it: an ambiguous URL has no origin, so it can never match Label Studio's.
+    """
+    try:
+        parsed = urllib3.util.parse_url(url)
+        std = urlsplit(url)
+        std_port = std.port
+    except (ValueError, urllib3.exceptions.LocationParseError):
+        return None
+    scheme = (parsed.scheme or "").lower()
+    if parsed.auth is not None or "@" in (std.netloc or "") or scheme not in _DEFAULT_PORTS or not parsed.host:
+        return None
+    host = parsed.host.lower()
+    port = parsed.port or _DEFAULT_PORTS[scheme]
+    if host.strip("[]") != (std.hostname or "").lower() or port != (std_port or _DEFAULT_PORTS[scheme]):
+        return None
+    return scheme, host, port
+
+
+def is_media_path(url: str) -> bool:
+    """Whether ``url`` (absolute or a path) names one of Label Studio's media routes, without dot segments."""
+    path = urlsplit(url).path
+    segments = unquote(path).split("/")
+    if ".." in segments or "." in segments:
+        return False
+    return path.startswith(MEDIA_PREFIXES) or path.rstrip("/") + "/" in MEDIA_PREFIXES or bool(_RESOLVE_PATH.match(path))
+
+
+def sends_token(url: str, label_studio_url: str) -> bool:
+    """Whether a GET of ``url`` may carry the Label Studio token: the one rule for the backend and the converters.
+
+    True only for an unambiguous URL (no backslash, control character or userinfo) that, as ``requests`` sends
+    it, connects to the same scheme, host and port as ``label_studio_url`` and names a Label Studio media path.
+    """
+    if unsafe_url_reason(url) is not None:
+        return False
+    try:
+        target = prepared_url(url)
+        base = prepared_url(label_studio_url)
+    except ImageFetchError:
+        return False
+    origin = connect_origin(target)
+    if origin is None or origin != connect_origin(base):
+        return False
+    # Label Studio served under a path prefix (``http://host/ls``) has its media routes below that prefix
+    prefix = urlsplit(base).path.rstrip("/")
+    path = urlsplit(target).path
+    if not path.startswith(prefix + "/"):
+        return False
+    return is_media_path(path[len(prefix):])
 
 
 class LabelStudioAuth:
@@ -83,9 +171,9 @@ class LabelStudioAuth:
     def __repr__(self) -> str:  # never show the token
         return f"LabelStudioAuth(url={self.url!r}, kind={self.kind!r})"
 
-    def same_host(self, url: str) -> bool:
-        """Whether ``url`` points at this Label Studio (same scheme, host and port): only then is the token sent."""
-        return _origin(url) == _origin(self.url)
+    def sends_token(self, url: str) -> bool:
+        """Whether ``url`` may carry this token (:func:`sends_token`: a media path on this very host)."""
+        return sends_token(url, self.url)
 
     def _exchange(self) -> str:
         try:
@@ -114,11 +202,13 @@ class LabelStudioAuth:
 
 
 class ImageFetcher:
-    """Downloads image bytes for task URLs, with limits, and keeps the last few decoded images in memory.
+    """Downloads image bytes for task URLs, with limits.
 
-    ``auth`` is the Label Studio host and token used for relative URLs (``/data/upload/...``,
-    ``/data/local-files/?d=...``) and for absolute URLs on that same host. ``local_files_root`` (the
-    ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` both share on one machine) lets local files be read from disk.
+    ``auth`` is the Label Studio host and token used for Label Studio media paths (``/data/upload/...``,
+    ``/data/local-files/?d=...``, storage resolve URLs), relative or absolute on that same host.
+    ``local_files_root`` (the ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` both share on one machine) lets local files
+    be read from disk; ``local_image_roots`` are the folders from which a task may name an image by plain path
+    (``/srv/images/a.png``): any other path, such as ``/proc/self/environ``, fails the task saying why.
     """
 
     def __init__(
@@ -128,20 +218,25 @@ class ImageFetcher:
         timeout_s: float = 30.0,
         local_files_root: Optional[str | Path] = None,
         session: Optional[requests.Session] = None,
+        local_image_roots: Sequence[str | Path] = (),
     ) -> None:
         self.auth = auth
         self.max_bytes = int(max_bytes)
         self.timeout_s = float(timeout_s)
         self.local_files_root = Path(local_files_root).resolve() if local_files_root else None
+        self.local_image_roots = [Path(r).resolve() for r in local_image_roots if r]
         self._session = session or requests.Session()
 
     def resolve(self, url: str) -> str:
-        """An absolute URL for ``url`` (relative Label Studio paths get the Label Studio host)."""
-        if url.startswith("/"):
+        """An absolute URL for ``url`` (relative Label Studio media paths get the Label Studio host)."""
+        if url.startswith("/") and not url.startswith("//"):
+            if not is_media_path(url):
+                raise ImageFetchError(f"image {display_url(url)} is neither a Label Studio media path nor an http(s) URL")
             if self.auth is None:
                 raise ImageFetchError(
-                    f"image {url} is a Label Studio path but the Label Studio URL is unknown: set LABEL_STUDIO_URL "
-                    "and LABEL_STUDIO_API_KEY (or connect the backend from Label Studio, which sends them in /setup)"
+                    f"image {url} is a Label Studio path but no Label Studio URL and token are known for it: set "
+                    "LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or connect the backend from Label Studio, which sends "
+                    "them in /setup)"
                 )
             return self.auth.url + url
         return url
@@ -162,26 +257,50 @@ class ImageFetcher:
             return None
         return path
 
+    def _plain_path(self, url: str, shown: str) -> Path:
+        """The file a task names by plain path, when it lies under an allowed root; else a clear error."""
+        raw = Path(unquote(url[len("file://"):] if url.lower().startswith("file://") else url))
+        roots = self.local_image_roots
+        if not roots:
+            raise ImageFetchError(
+                f"image {shown} is a local path, and no folder is allowed for local images: set PSLG_LOCAL_IMAGE_ROOT "
+                "(or serve the file through Label Studio: /data/local-files/ or an upload)"
+            )
+        for root in roots:
+            path = (raw if raw.is_absolute() else root / raw).resolve()
+            if root in path.parents and path.is_file():
+                return path
+        allowed = ", ".join(str(r) for r in roots)
+        raise ImageFetchError(f"image {shown} is not a file under the allowed local image folder(s) {allowed} (PSLG_LOCAL_IMAGE_ROOT)")
+
+    def _read_file(self, path: Path, shown: str) -> bytes:
+        size = path.stat().st_size
+        if size > self.max_bytes:
+            raise ImageFetchError(f"image {shown} is {size} bytes, over the limit of {self.max_bytes} (PSLG_MAX_IMAGE_BYTES)")
+        return path.read_bytes()
+
     def fetch(self, url: str) -> bytes:
         """The bytes at ``url``; raises ``ImageFetchError`` naming the URL (never a token)."""
         if not isinstance(url, str) or not url.strip():
             raise ImageFetchError(f"image URL {url!r} is empty or not a string")
         url = url.strip()
         shown = display_url(url)
+        unsafe = unsafe_url_reason(url)
+        if unsafe is not None:
+            raise ImageFetchError(f"image {shown!r} {unsafe}: refused")
         local = self._local_path(url)
         if local is not None:
-            size = local.stat().st_size
-            if size > self.max_bytes:
-                raise ImageFetchError(f"image {shown} is {size} bytes, over the limit of {self.max_bytes} (PSLG_MAX_IMAGE_BYTES)")
-            return local.read_bytes()
+            return self._read_file(local, shown)
         scheme = urlsplit(url).scheme.lower()
+        if scheme == "file" or (not scheme and not is_media_path(url)):
+            return self._read_file(self._plain_path(url, shown), shown)
         if scheme not in ("", "http", "https"):
             raise ImageFetchError(
                 f"image {shown}: scheme {scheme!r} is not supported; serve cloud storage through Label Studio "
                 "(storage with presigned URLs / proxy) so tasks carry http(s) or /data/... URLs"
             )
-        absolute = self.resolve(url)
-        use_auth = self.auth is not None and self.auth.same_host(absolute)
+        absolute = prepared_url(self.resolve(url))
+        use_auth = self.auth is not None and self.auth.sends_token(absolute)
         headers = self.auth.headers() if use_auth else {}
         r = self._get(absolute, headers, shown)
         if r.status_code == 401 and use_auth and self.auth.kind == "pat":
@@ -224,13 +343,39 @@ class ImageFetcher:
             raise ImageFetchError(f"image {shown}: could not connect ({type(exc).__name__})") from None
 
 
-class LRUCache:
-    """A tiny thread-safe LRU map (decoded images by URL, so a click never re-downloads or re-decodes)."""
+def cached_nbytes(value: Any) -> int:
+    """Memory a cached value holds: the pixel array of a decoded image, else ``nbytes``/``len`` of the value."""
+    rgb = getattr(value, "rgb", None)
+    if rgb is not None and hasattr(rgb, "nbytes"):
+        return int(rgb.nbytes)
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    return 0
 
-    def __init__(self, size: int = 8) -> None:
+
+class LRUCache:
+    """A thread-safe LRU map bounded by entry count and by bytes (decoded images by URL, so a click never
+    re-downloads or re-decodes, while a few huge images cannot take the process's memory).
+
+    A value larger than ``max_bytes`` on its own is not kept. ``sizeof`` measures a value (default
+    :func:`cached_nbytes`).
+    """
+
+    def __init__(self, size: int = 8, max_bytes: Optional[int] = None,
+                 sizeof: Callable[[Any], int] = cached_nbytes) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self._sizeof = sizeof
         self._data: OrderedDict = OrderedDict()
+        self._sizes: dict[Any, int] = {}
+        self.nbytes = 0
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
 
     def get(self, key):
         with self._lock:
@@ -239,9 +384,19 @@ class LRUCache:
             self._data.move_to_end(key)
             return self._data[key]
 
+    def _drop(self, key) -> None:
+        del self._data[key]
+        self.nbytes -= self._sizes.pop(key)
+
     def put(self, key, value) -> None:
+        nbytes = int(self._sizeof(value))
         with self._lock:
+            if key in self._data:
+                self._drop(key)
+            if self.max_bytes is not None and nbytes > self.max_bytes:
+                return
             self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            self._sizes[key] = nbytes
+            self.nbytes += nbytes
+            while len(self._data) > self.size or (self.max_bytes is not None and self.nbytes > self.max_bytes):
+                self._drop(next(iter(self._data)))

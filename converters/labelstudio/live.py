@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from pathlib import Path
 from typing import Optional
 
@@ -47,12 +46,24 @@ class LiveProject:
         return {k: v for k, v in headers.items() if k.lower() == "authorization"}
 
     def download(self, src: str, dest: Path) -> None:
-        """Download an image the task references (relative LS paths are on this server)."""
+        """Download an image the task references (relative LS paths are on this server).
+
+        The token goes only where :func:`~converters.labelstudio.fetch.sends_token` allows (a Label Studio media
+        path on this very host, decided on the URL as ``requests`` sends it), the same rule as the backend's.
+        """
         import requests
 
-        url = src if "://" in src else self.url + src
-        same_host = urllib.parse.urlparse(url).netloc == urllib.parse.urlparse(self.url).netloc
-        with requests.get(url, headers=self._auth_headers() if same_host else {}, timeout=60, stream=True) as resp:
+        from converters.labelstudio.fetch import ImageFetchError, prepared_url, sends_token, unsafe_url_reason
+
+        unsafe = unsafe_url_reason(src)
+        if unsafe is not None:
+            raise ImageResolveError(f"image {src!r} {unsafe}: refused")
+        try:
+            url = prepared_url(src if "://" in src else self.url + src)
+        except ImageFetchError as exc:
+            raise ImageResolveError(str(exc)) from None
+        headers = self._auth_headers() if sends_token(url, self.url) else {}
+        with requests.get(url, headers=headers, timeout=60, stream=True) as resp:
             if resp.status_code != 200:
                 raise ImageResolveError(f"image {src}: HTTP {resp.status_code} from the server")
             with open(dest, "wb") as fh:

@@ -6,7 +6,7 @@ import os
 import tempfile
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 if TYPE_CHECKING:
     from converters.labelstudio.live import LiveProject
@@ -15,7 +15,17 @@ LOCAL_FILES_PREFIX = "/data/local-files/"
 UPLOAD_PREFIX = "/data/upload/"
 
 class ImageResolveError(ValueError):
-    pass
+    """An image reference that cannot be turned into a readable local file (the message names the image)."""
+
+
+class ImageSource(Protocol):
+    """What turns a task's image reference into a local file: ``resolve(src)`` → (path, width, height).
+
+    ``ImageResolver`` serves exports (local roots, then downloads); ``FetchedImages`` serves the backend (its
+    fetcher, with the Label Studio token and size limits). ``task_to_item`` works with either.
+    """
+
+    def resolve(self, src: str) -> tuple[Path, int, int]: ...
 
 
 class ImageResolver:
@@ -68,14 +78,13 @@ class ImageResolver:
         if self.fetcher is not None:
             self.fetcher.download(src, dest)
         elif src.startswith(("http://", "https://")):
-            import requests
+            from converters.labelstudio.fetch import ImageFetcher, ImageFetchError
 
-            with requests.get(src, timeout=60, stream=True) as resp:
-                if resp.status_code != 200:
-                    raise ImageResolveError(f"image {src}: HTTP {resp.status_code}")
-                with open(dest, "wb") as fh:
-                    for chunk in resp.iter_content(1 << 16):
-                        fh.write(chunk)
+            try:  # no credentials here; the fetcher bounds size and time and refuses ambiguous URLs
+                data = ImageFetcher(timeout_s=60.0).fetch(src)
+            except ImageFetchError as exc:
+                raise ImageResolveError(str(exc)) from None
+            dest.write_bytes(data)
         else:
             raise ImageResolveError(f"image {src} not found locally (give --image-root)")
         return dest
@@ -117,3 +126,41 @@ def image_size(path: Path) -> tuple[int, int]:
         except Exception as exc:
             raise ImageResolveError(f"image {path} cannot be read: {exc}") from exc
         return int(rgb.shape[1]), int(rgb.shape[0])
+
+
+class FetchedImages:
+    """Image references → local PNG files through a byte fetcher (the backend's ``ImageFetcher.fetch``).
+
+    Why re-encode: the bytes may be any format ``annotate.image_io`` reads (GeoTIFF, 16-bit, ...); training
+    code reads plain RGB files. Each reference is fetched and written once per instance, under ``work_dir``.
+    """
+
+    def __init__(self, fetch: Callable[[str], bytes], work_dir: Path, max_pixels: Optional[int] = None) -> None:
+        self.fetch = fetch
+        self.work_dir = Path(work_dir)
+        self.max_pixels = max_pixels
+        self._cache: dict[str, tuple[Path, int, int]] = {}
+
+    def resolve(self, src: str) -> tuple[Path, int, int]:
+        hit = self._cache.get(src)
+        if hit is not None:
+            return hit
+        import cv2
+
+        from annotate.atomic import atomic_write_bytes
+        from annotate.image_io import load_image
+        from converters.labelstudio.fetch import display_url
+
+        shown = display_url(src)
+        try:
+            limit = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
+            rgb = load_image(self.fetch(src), name=shown, **limit).rgb
+        except Exception as exc:  # fetch/decode errors name the image (display_url never shows a token)
+            raise ImageResolveError(f"image {shown}: {exc}") from exc
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise ImageResolveError(f"image {shown}: could not be re-encoded as PNG")
+        path = self.work_dir / f"image-{len(self._cache)}.png"
+        atomic_write_bytes(path, buf.tobytes())
+        self._cache[src] = (path, int(rgb.shape[1]), int(rgb.shape[0]))
+        return self._cache[src]

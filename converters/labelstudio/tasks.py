@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from annotate.geometry import percent_to_pixels_box, percent_to_pixels_point, xywh_to_xyxy
 from annotate.types import Box, Prompt
 
 
@@ -23,11 +24,9 @@ def task_box(data: dict[str, Any], width: int, height: int) -> Optional[Box]:
     if raw is None:
         return None
     if isinstance(raw, dict) and {"x", "y", "width", "height"} <= raw.keys():
-        x0, y0 = float(raw["x"]) * width / 100.0, float(raw["y"]) * height / 100.0
-        return (x0, y0, x0 + float(raw["width"]) * width / 100.0, y0 + float(raw["height"]) * height / 100.0)
+        return percent_to_pixels_box(raw, width, height)
     if isinstance(raw, (list, tuple)) and len(raw) == 4:
-        x, y, w, h = (float(v) for v in raw)
-        return (x, y, x + w, y + h)
+        return xywh_to_xyxy(raw)
     raise ValueError(f"task bbox {raw!r} is neither [x, y, w, h] in pixels nor {{x, y, width, height}} in percent")
 
 
@@ -45,12 +44,11 @@ def context_prompt(context: dict[str, Any], width: int, height: int) -> tuple[Pr
         h = float(region.get("original_height") or height)
         if rtype in ("keypointlabels", "keypoint"):
             positive = region.get("is_positive", value.get("is_positive", True))
-            points.append((float(value["x"]) * w / 100.0, float(value["y"]) * h / 100.0))
+            points.append(percent_to_pixels_point(value, w, h))
             labels.append(1 if positive in (True, 1, "true", "True") else 0)
             label = label or next(iter(value.get("keypointlabels") or []), None)
         elif rtype in ("rectanglelabels", "rectangle"):
-            x0, y0 = float(value["x"]) * w / 100.0, float(value["y"]) * h / 100.0
-            box = (x0, y0, x0 + float(value["width"]) * w / 100.0, y0 + float(value["height"]) * h / 100.0)
+            box = percent_to_pixels_box(value, w, h)
             label = next(iter(value.get("rectanglelabels") or []), None) or label
         elif rtype == "textarea":
             typed = value.get("text") or []

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from converters.labelstudio.brush import brush_rle_encode
-from backend.engine import CURRENT_GROUNDER_FILE
+from annotate.modelstore import ModelStore
+from backend.model_source import configured_key
 from tests.backend.conftest import CONFIG, task_for
 
 
@@ -47,7 +48,11 @@ def test_corrections_retrain_the_grounder_and_change_the_version(make_client, sc
     assert status.last_samples == len(scene.objects)
     after = client.get("/versions").get_json()
     assert after["model_version"] != before and after["versions"] == [before, after["model_version"]]
-    assert (runtime.settings.model_dir / CURRENT_GROUNDER_FILE).is_file()
+    # the retrain is a version of MODEL_DIR/grounders, trained from and for the configured model
+    [version] = ModelStore(runtime.settings.model_dir / "grounders").versions()
+    assert version.card.configured == configured_key(str(tiny_grounder))
+    assert version.card.base == str(tiny_grounder.resolve()) and version.card.samples == len(scene.objects)
+    assert version.card.label in after["model_version"]
     preds = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).get_json()["results"]
     assert all(p["model_version"] == after["model_version"] for p in preds)
 

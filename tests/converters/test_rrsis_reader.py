@@ -170,7 +170,7 @@ def test_import_coco_reads_rrsisd_instances_with_quirks(tmp_path):
 
     truth = _quirky_dataset(tmp_path)
     r = pslg("import", "coco", tmp_path / "rrsisd" / "instances.json", "--out", tmp_path / "tasks.json",
-             "--image-dir", tmp_path / "images" / "rrsisd" / "JPEGImages", "--as", "annotations")
+             "--image-root", tmp_path / "images" / "rrsisd" / "JPEGImages", "--as", "annotations")
     assert r.exit_code == 0, r.output
     tasks = json.loads((tmp_path / "tasks.json").read_text())
     assert len(tasks) == 2

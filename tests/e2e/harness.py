@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import requests
 
@@ -86,11 +87,13 @@ def predictions_of(ls: LabelStudioServer, task_id: int, kind: str) -> list[dict]
     return ls.api("GET", f"/api/predictions?task={task_id}", kind=kind).json()
 
 
-def wait_for(predicate, timeout: float, what: str, backend: Backend):
+def wait_for(predicate, timeout: float, what: str, backend: Optional[Backend] = None, interval: float = 0.5):
+    """The first truthy ``predicate()`` within ``timeout`` s; else fail naming ``what`` (with the backend's log)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; backend log:\n{backend.log.read_text()[-3000:]}")
+        time.sleep(interval)
+    log = f"; backend log:\n{backend.log.read_text()[-3000:]}" if backend is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{log}")

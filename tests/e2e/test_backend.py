@@ -6,8 +6,8 @@ triggered by the data-manager action and stored by Label Studio with our labels,
 whose decoded brush RLE matches the known masks, an interactive call through Label Studio's
 interactive-annotating endpoint, an image uploaded to Label Studio (``/data/upload``) with the per-region
 expression config, both token kinds (a personal access token for one backend, a legacy token for
-the other), an annotation created in Label Studio reaching our /webhook and training store, and Label Studio's
-Start Training retraining a (tiny) grounding model so that the next predictions carry the new model_version.
+the other), and an annotation created in Label Studio reaching our /webhook and training store. Start Training
+and model versions are proven in test_model_versions.py.
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from typing import Iterator
 
 import numpy as np
 import pytest
-import requests
 
 from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
 from annotate.metrics import iou
 from annotate.synthetic import make_scene
-from tests.e2e.harness import (Backend, batch_predict, connect, make_project, predictions_of, start_backend,
-                               wait_for)
+from tests.e2e.harness import Backend, batch_predict, connect, make_project, predictions_of, start_backend
 from tests.labelstudio_server import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -150,46 +148,3 @@ def test_uploaded_images_with_the_per_region_config(labelstudio_server, backends
         assert iou(mask, obj.mask) > 0.6 and brush["value"]["brushlabels"] == [obj.category]
         echo = next(r for r in pred["result"] if r["type"] == "textarea")
         assert echo["id"] == brush["id"] and echo["value"]["text"] == [obj.expression]
-
-
-def test_start_training_in_label_studio_retrains_and_new_predictions_carry_the_new_version(
-        labelstudio_server, scene, tmp_path_factory):
-    """The active-learning loop through Label Studio itself: annotations made there reach /webhook, Label Studio's
-    Start Training (``POST /api/ml/<id>/train``) retrains the configured grounding model (a tiny, random,
-    real-architecture Grounding DINO) in the background, and the next Retrieve Predictions stores predictions
-    made by the new model version."""
-    from tests.tiny_grounders import save_tiny_grounding_dino
-
-    ls = labelstudio_server
-    grounder = save_tiny_grounding_dino(tmp_path_factory.mktemp("e2e-gdino") / "model")
-    backend = start_backend(tmp_path_factory.mktemp("backend-train"), {
-        "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.legacy_token, "PSLG_GROUNDING_MODEL": str(grounder),
-        "PSLG_DEVICE": "cpu", "PSLG_TRAIN_EPOCHS": "1"})
-    try:
-        health = lambda: requests.get(f"{backend.url}/health", timeout=5).json()  # noqa: E731
-        before = health()["model_version"]
-        project_id, tasks = make_project(ls, "e2e-train", scene, "legacy")
-        ml_id = connect(ls, backend, project_id, "legacy")
-        for task, obj in zip(tasks, scene.objects):
-            h, w = obj.mask.shape
-            region = {"id": f"m{task['id']}", "type": "brushlabels", "from_name": "tag", "to_name": "image",
-                      "original_width": w, "original_height": h, "image_rotation": 0,
-                      "value": {"format": "rle", "rle": brush_rle_encode(obj.mask), "brushlabels": [obj.category]}}
-            ls.api("POST", f"/api/tasks/{task['id']}/annotations", kind="legacy", json={"result": [region]})
-        wait_for(lambda: health()["stored_annotations"] >= len(tasks), 60, "the annotations to reach /webhook", backend)
-
-        ls.api("POST", f"/api/ml/{ml_id}/train", kind="legacy", json={})
-        after = wait_for(lambda: (lambda h: h["model_version"] if h["model_version"] != before and h["training"] != "running"
-                                   else None)(health()), 300, "the retrain to finish with a new model version", backend)
-        assert health()["training"] == "succeeded", health()
-        assert after.startswith("pslg:") and after != before
-
-        batch_predict(ls, project_id, "legacy")
-        for task in tasks:
-            [pred] = predictions_of(ls, task["id"], "legacy")
-            assert pred["model_version"] == after
-            [brush] = [r for r in pred["result"] if r["type"] == "brushlabels"]
-            mask = brush_rle_decode(brush["value"]["rle"], brush["original_height"], brush["original_width"])
-            assert mask.shape == scene.objects[0].mask.shape and mask.any()
-    finally:
-        backend.stop()

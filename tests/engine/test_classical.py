@@ -7,11 +7,7 @@ import pytest
 
 from annotate.segmenters.classical import ClassicalSegmenter
 from annotate.synthetic import make_scene
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / u if u else 0.0
+from annotate.geometry import mask_iou as iou
 
 
 def box_fill(shape, box) -> np.ndarray:

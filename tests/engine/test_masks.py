@@ -227,3 +227,33 @@ def test_multi_block_packing_is_identical(monkeypatch) -> None:
     for block in (1, 7, 64, 1000):
         monkeypatch.setattr(masks, "_BLOCK_CHUNKS", block)
         assert brush_rle_encode(m) == ref
+
+
+def test_segmentation_to_mask_reads_every_dataset_spelling() -> None:
+    from annotate.masks import SegmentationError, segmentation_to_mask, to_rle_list
+
+    m = np.zeros((20, 30), bool)
+    m[4:10, 6:16] = True
+    m[14:18, 20:28] = True
+    rle = coco_rle_encode(m)
+    assert np.array_equal(segmentation_to_mask(rle, 20, 30), m)  # compressed, counts as str
+    assert np.array_equal(segmentation_to_mask({**rle, "counts": rle["counts"].encode()}, 20, 30), m)
+    column_major = m.T.ravel()  # COCO runs go down the columns and start with background
+    boundaries = np.flatnonzero(column_major[1:] != column_major[:-1]) + 1
+    counts = ([0] if column_major[0] else []) + np.diff(np.r_[0, boundaries, m.size]).tolist()
+    assert np.array_equal(segmentation_to_mask({"size": [20, 30], "counts": counts}, 20, 30), m)  # uncompressed
+    assert np.array_equal(segmentation_to_mask([rle], 20, 30), m)  # RRSIS-D: a list holding the RLE dict
+    top, bottom = np.zeros_like(m), np.zeros_like(m)
+    top[4:10, 6:16], bottom[14:18, 20:28] = True, True
+    parts = [coco_rle_encode(top), coco_rle_encode(bottom)]
+    assert np.array_equal(segmentation_to_mask(parts, 20, 30), m) and len(to_rle_list(parts, 20, 30)) == 2
+    square = [6.0, 4.0, 16.0, 4.0, 16.0, 10.0, 6.0, 10.0]
+    from_polys = segmentation_to_mask([square], 20, 30)
+    assert np.array_equal(segmentation_to_mask(square, 20, 30), from_polys)  # a bare flat polygon
+    assert from_polys[5:9, 7:15].all() and not from_polys[12:, :].any()
+    for bad, why in [({"size": [20, 30]}, "no 'counts'"), ({**rle, "size": [10, 30]}, "differs from the image"),
+                     ([], "empty"), ([[1.0, 2.0, 3.0, 4.0]], "3 or more points"), ([1.0, 2.0], "fewer than 3"),
+                     ("abc", "unsupported"), ({"size": [20, 30], "counts": [5, 5]}, "sum to 10"),
+                     ({"size": [20, 30], "counts": 7}, "str, bytes or a list")]:
+        with pytest.raises(SegmentationError, match=why):
+            segmentation_to_mask(bad, 20, 30)

@@ -7,11 +7,7 @@ import numpy as np
 
 from annotate.mbo import refine_mask
 from annotate.synthetic import make_scene
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / u if u else 0.0
+from annotate.geometry import mask_iou as iou
 
 
 def _morph(mask: np.ndarray, op, px: int) -> np.ndarray:

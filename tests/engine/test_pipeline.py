@@ -13,11 +13,7 @@ from annotate.segmenters.base import Segmenter
 from annotate.segmenters.classical import ClassicalSegmenter
 from annotate.synthetic import make_scene
 from annotate.types import Prompt, SegmentationOutput
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / u if u else 0.0
+from annotate.geometry import mask_iou as iou
 
 
 class CountingSegmenter(Segmenter):

@@ -162,7 +162,7 @@ def test_multimask_only_for_a_lone_point(seg: SamSegmenter, monkeypatch: pytest.
     ("kwargs", "message"),
     [
         ({"box": np.array([300.0, 10.0, 400.0, 50.0])}, "outside"),
-        ({"box": np.array([50.0, 50.0, 40.0, 60.0])}, "empty box"),
+        ({"box": np.array([50.0, 50.0, 40.0, 60.0])}, "empty"),
         ({}, "needs a box or at least one point"),
         ({"point_coords": np.array([[500.0, 5.0]]), "point_labels": np.array([1])}, "outside"),
         ({"point_coords": np.array([[5.0, 5.0]]), "point_labels": np.array([2])}, "0 or 1"),
@@ -327,3 +327,64 @@ def test_cuda_gives_the_cpu_answer_and_caches_on_the_gpu() -> None:
 
     assert iou(got.mask, expected.mask) > 0.98 or (not got.mask.any() and not expected.mask.any())
     assert got.score == pytest.approx(expected.score, abs=1e-3)
+
+
+# --- the disk tier of the embedding cache (pslg prelabel --cache-embeddings / PSLG_EMBEDDING_CACHE) ----------
+
+def test_disk_cache_lets_another_instance_skip_the_encoder(tmp_path: Path) -> None:
+    from annotate.segmenters.embedding_store import DiskEmbeddingCache
+
+    img, box = _image(5), np.array([50.0, 30.0, 120.0, 80.0])
+    first = SamSegmenter.from_model(build_tiny_sam(0), device="cpu")
+    first.attach_disk_cache(DiskEmbeddingCache(tmp_path / "emb"))
+    first.set_image(img, image_key="k5")
+    expected = first.predict(box=box)
+
+    second = SamSegmenter.from_model(build_tiny_sam(0), device="cpu")  # a fresh process would build the same
+    second.attach_disk_cache(DiskEmbeddingCache(tmp_path / "emb"))
+    counter = EncoderCounter(second)
+    second.set_image(img, image_key="k5")
+    got = second.predict(box=box)
+    assert counter.calls == 0 and second.cache_info()["disk_hits"] == 1
+    assert np.array_equal(got.mask, expected.mask) and got.score == pytest.approx(expected.score)
+
+    other = SamSegmenter.from_model(build_tiny_sam(1), device="cpu")  # other weights: never another model's entry
+    other.attach_disk_cache(DiskEmbeddingCache(tmp_path / "emb"))
+    other_counter = EncoderCounter(other)
+    other.set_image(img, image_key="k5")
+    assert other_counter.calls == 1 and other.cache_info()["disk_hits"] == 0
+
+
+def test_disk_cache_is_bounded_and_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    import os
+
+    from annotate.segmenters.embedding_store import DiskEmbeddingCache
+
+    features = torch.zeros(1, 8, 16, 16)
+    probe = DiskEmbeddingCache(tmp_path / "probe")
+    probe.put("x", features, (10, 10), (16, 16))
+    entry = probe.size_bytes()
+
+    cache = DiskEmbeddingCache(tmp_path / "emb", max_bytes=2 * entry + entry // 2)  # room for two entries
+    cache.put("a", features, (10, 10), (16, 16))
+    cache.put("b", features + 1, (10, 10), (16, 16))
+    for i, key in enumerate(("a", "b")):  # make the write order unambiguous whatever the mtime resolution
+        os.utime(cache._path(key), (1000 + i, 1000 + i))
+    assert cache.get("a") is not None  # a is now the most recently used
+    cache.put("c", features + 2, (10, 10), (16, 16))
+    assert cache.get("b") is None and cache.get("a") is not None
+    assert torch.equal(cache.get("c")["features"], features + 2)
+    assert cache.size_bytes() <= cache.max_bytes
+
+
+def test_unreadable_disk_entry_is_dropped_and_the_encoder_runs(tmp_path: Path) -> None:
+    from annotate.segmenters.embedding_store import DiskEmbeddingCache
+
+    cache = DiskEmbeddingCache(tmp_path / "emb")
+    seg = SamSegmenter.from_model(build_tiny_sam(0), device="cpu")
+    seg.attach_disk_cache(cache)
+    cache._path(seg._cache_key("k6")).write_bytes(b"truncated")
+    counter = EncoderCounter(seg)
+    seg.set_image(_image(6), image_key="k6")
+    assert counter.calls == 1
+    assert cache.get(seg._cache_key("k6")) is not None  # rewritten with the fresh embedding

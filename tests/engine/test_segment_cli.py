@@ -63,7 +63,7 @@ def box_arg(box) -> str:
 def test_single_box_writes_mask_overlay_and_results(app, scene, scene_png: Path, tmp_path: Path) -> None:
     obj = scene.objects[0]
     out = tmp_path / "out"
-    res = invoke(app, scene_png, "--box", box_arg(obj.box), "--out-dir", out)
+    res = invoke(app, scene_png, "--box", box_arg(obj.box), "--out", out)
     assert res.exit_code == 0, res.output
     mask = read_mask(out / "mask.png")
     assert mask.shape == scene.image.shape[:2]
@@ -91,7 +91,7 @@ def test_user_points_are_sent_and_reported(app, scene, scene_png: Path, tmp_path
     out = tmp_path / "out"
     res = invoke(
         app, scene_png, "--box", box_arg(obj.box), "--point", f"{inside[0]:g},{inside[1]:g}",
-        "--negative-point", "1,1", "--out-dir", out,
+        "--negative-point", "1,1", "--out", out,
     )
     assert res.exit_code == 0, res.output
     r = json.loads((out / "results.json").read_text())[0]
@@ -110,7 +110,7 @@ def test_prompts_file_with_one_bad_prompt(app, scene, scene_png: Path, tmp_path:
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps(prompts))
     out = tmp_path / "out"
-    res = invoke(app, scene_png, "--prompts", pfile, "--out-dir", out)
+    res = invoke(app, scene_png, "--prompts", pfile, "--out", out)
     assert res.exit_code == 1, res.output
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 3
@@ -129,7 +129,7 @@ def test_malformed_prompt_entries_fail_alone(app, scene, scene_png: Path, tmp_pa
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps([{"bbox": [1, 2, 3, 4]}, {"box": list(scene.objects[0].box)}, "not an object", {"box": [1, 2]}]))
     out = tmp_path / "out"
-    res = invoke(app, scene_png, "--prompts", pfile, "--out-dir", out)
+    res = invoke(app, scene_png, "--prompts", pfile, "--out", out)
     assert res.exit_code == 1
     results = json.loads((out / "results.json").read_text())
     assert "unknown key(s) bbox" in results[0]["error"]
@@ -140,7 +140,7 @@ def test_malformed_prompt_entries_fail_alone(app, scene, scene_png: Path, tmp_pa
 
 def test_text_without_grounding_model_fails_that_prompt(app, scene_png: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = invoke(app, scene_png, "--text", "the vehicle at the top left", "--out-dir", out)
+    res = invoke(app, scene_png, "--text", "the vehicle at the top left", "--out", out)
     assert res.exit_code == 1
     r = json.loads((out / "results.json").read_text())[0]
     assert "text-only grounding needs a grounding model" in r["error"]
@@ -168,13 +168,15 @@ def test_text_with_grounding_model_uses_its_box(app, scene, scene_png: Path, tmp
     grounder = BoxGrounder(obj.box)
     loaded: list[tuple[str, str]] = []
 
-    def fake_load_grounder(spec, device="auto"):
+    def fake_load_grounder(spec, device="auto", **kwargs):
+        if not isinstance(spec, (str, Path)):  # an already loaded grounder passes through (annotate.factory)
+            return spec
         loaded.append((str(spec), device))
         return grounder
 
     monkeypatch.setattr(annotate.grounding, "load_grounder", fake_load_grounder, raising=False)
     out = tmp_path / "out"
-    res = invoke(app, scene_png, "--text", obj.expression, "--grounding", "my-grounder", "--device", "cpu", "--out-dir", out)
+    res = invoke(app, scene_png, "--text", obj.expression, "--grounding", "my-grounder", "--device", "cpu", "--out", out)
     assert res.exit_code == 0, res.output
     assert loaded == [("my-grounder", "cpu")] and grounder.seen == [obj.expression]
     r = json.loads((out / "results.json").read_text())[0]
@@ -187,7 +189,7 @@ def test_text_with_grounding_model_uses_its_box(app, scene, scene_png: Path, tmp
 def test_corrupt_image_is_a_clear_error(app, tmp_path: Path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
-    res = invoke(app, bad, "--box", "1,1,10,10", "--out-dir", tmp_path / "out")
+    res = invoke(app, bad, "--box", "1,1,10,10", "--out", tmp_path / "out")
     assert res.exit_code == 2
     assert "broken.png" in res.output
     assert not (tmp_path / "out" / "results.json").exists()
@@ -202,7 +204,7 @@ def test_grayscale_png_and_16_bit_tiff(app, scene, tmp_path: Path) -> None:
     cv2.imwrite(str(tif_path), (gray.astype(np.uint16) * 200 + 1000))
     for path in (gray_path, tif_path):
         out = tmp_path / path.stem
-        res = invoke(app, path, "--box", box_arg(obj.box), "--out-dir", out)
+        res = invoke(app, path, "--box", box_arg(obj.box), "--out", out)
         assert res.exit_code == 0, res.output
         mask = read_mask(out / "mask.png")
         assert mask.shape == gray.shape
@@ -214,7 +216,7 @@ def test_tiny_sam_checkpoint_through_the_cli(app, scene, scene_png: Path, tmp_pa
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps([{"box": list(o.box)} for o in scene.objects]))
     out = tmp_path / "out"
-    res = invoke(app, scene_png, "--prompts", pfile, "--checkpoint", ckpt, "--device", "cpu", "--no-cfpg", "--no-mbo", "--out-dir", out)
+    res = invoke(app, scene_png, "--prompts", pfile, "--checkpoint", ckpt, "--device", "cpu", "--no-cfpg", "--no-mbo", "--out", out)
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     assert len(results) == len(scene.objects)
@@ -228,7 +230,7 @@ def test_tiny_sam_checkpoint_through_the_cli(app, scene, scene_png: Path, tmp_pa
 def test_checkpoint_from_environment_and_missing_checkpoint(app, scene_png: Path, tmp_path: Path, monkeypatch) -> None:
     missing = tmp_path / "sam_vit_b_01ec64.pth"
     monkeypatch.setenv("PSLG_SAM_CHECKPOINT", str(missing))
-    res = invoke(app, scene_png, "--box", "1,1,50,50", "--out-dir", tmp_path / "out")
+    res = invoke(app, scene_png, "--box", "1,1,50,50", "--out", tmp_path / "out")
     assert res.exit_code == 2
     assert "SAM checkpoint not found" in res.output and "pslg models pull vit_b" in res.output
 
@@ -245,7 +247,7 @@ def test_checkpoint_from_environment_and_missing_checkpoint(app, scene_png: Path
     ],
 )
 def test_usage_errors_exit_2(app, scene_png: Path, tmp_path: Path, args: tuple, message: Optional[str]) -> None:
-    res = invoke(app, scene_png, *args, "--out-dir", tmp_path / "out")
+    res = invoke(app, scene_png, *args, "--out", tmp_path / "out")
     assert res.exit_code == 2
     if message:
         assert message in res.output
@@ -275,7 +277,7 @@ def test_geotiff_input_also_gets_a_georeferenced_mask(app, scene, scene_png: Pat
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([{"box": list(map(float, o.box))} for o in scene.objects[:2]]))
     out = tmp_path / "geo"
-    res = invoke(app, tif, "--prompts", prompts, "--out-dir", out, "--quiet")
+    res = invoke(app, tif, "--prompts", prompts, "--out", out, "--quiet")
     assert res.exit_code == 0, res.output
     records = json.loads((out / "results.json").read_text())
     for i, rec in enumerate(records):
@@ -287,6 +289,6 @@ def test_geotiff_input_also_gets_a_georeferenced_mask(app, scene, scene_png: Pat
         assert np.array_equal(geo, coco_rle_decode(rec["segmentation"]))
 
     out_png = tmp_path / "plain"
-    assert invoke(app, scene_png, "--prompts", prompts, "--out-dir", out_png, "--quiet").exit_code == 0
+    assert invoke(app, scene_png, "--prompts", prompts, "--out", out_png, "--quiet").exit_code == 0
     assert not list(out_png.glob("*.tif"))
     assert all("geo_mask_file" not in r for r in json.loads((out_png / "results.json").read_text()))

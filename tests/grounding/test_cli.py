@@ -27,7 +27,8 @@ def trained_dir(dataset: Path, gdino_dir: Path, tmp_path_factory: pytest.TempPat
                               "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--no-progress"])
     assert res.exit_code == 0, res.output
     [version] = [p for p in out.iterdir() if p.is_dir()]
-    assert re.search(rf"model version: {re.escape(version.name)}", res.output)
+    assert re.search(rf"model version: \S*{re.escape(version.name)}", res.output)
+    assert res.output.strip().splitlines()[-1] == str(version)
     assert "val box Acc@0.5" in res.output
     return version
 
@@ -35,7 +36,7 @@ def trained_dir(dataset: Path, gdino_dir: Path, tmp_path_factory: pytest.TempPat
 def test_eval_with_a_trained_grounder_writes_the_rrsis_table(trained_dir: Path, dataset: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "eval.json"
     res = runner.invoke(app, ["eval", "--data", str(dataset), "--split", "test", "--grounding", str(trained_dir),
-                              "--device", "cpu", "--output", str(report_path), "--no-progress"])
+                              "--device", "cpu", "--out", str(report_path), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "Pr@0.5" in res.output and "480×480" in res.output
     report = json.loads(report_path.read_text())
@@ -53,7 +54,7 @@ def test_eval_with_a_trained_grounder_writes_the_rrsis_table(trained_dir: Path, 
 def test_eval_oracle_box_isolates_stage_two(dataset: Path, tmp_path: Path) -> None:
     report_path = tmp_path / "oracle.json"
     res = runner.invoke(app, ["eval", "--data", str(dataset), "--split", "test", "--oracle-box", "--no-mbo", "--no-cfpg",
-                              "--output", str(report_path), "--no-progress"])
+                              "--out", str(report_path), "--no-progress"])
     assert res.exit_code == 0, res.output
     report = json.loads(report_path.read_text())
     # ground-truth boxes around flat-coloured synthetic objects: the weights-free segmenter gets them nearly right
@@ -81,7 +82,7 @@ def test_segment_text_to_mask_with_a_trained_grounder(trained_dir: Path, dataset
     ckpt = save_tiny_sam_checkpoint(tmp_path / "tiny_sam.pth")
     out = tmp_path / "seg"
     res = runner.invoke(app, ["segment", str(image), "--text", "the vehicle at the top left", "--grounding",
-                              str(trained_dir), "--checkpoint", str(ckpt), "--device", "cpu", "--out-dir", str(out)])
+                              str(trained_dir), "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(out)])
     assert res.exit_code == 0, res.output
     [record] = json.loads((out / "results.json").read_text())
     assert record["error"] is None and record["grounding_score"] is not None
@@ -91,7 +92,7 @@ def test_segment_text_to_mask_with_a_trained_grounder(trained_dir: Path, dataset
     prompts = tmp_path / "prompts.json"
     prompts.write_text(json.dumps([{"text": "the roundabout on the right"}, {"text": "   "}]))
     res = runner.invoke(app, ["segment", str(image), "--prompts", str(prompts), "--grounding", str(trained_dir),
-                              "--device", "cpu", "--out-dir", str(tmp_path / "seg2")])
+                              "--device", "cpu", "--out", str(tmp_path / "seg2")])
     records = json.loads((tmp_path / "seg2" / "results.json").read_text())
     assert res.exit_code == 1 and records[0]["error"] is None and records[1]["error"]
 
@@ -109,15 +110,15 @@ def test_eval_on_the_rrsisd_style_fixture(shared_data: Path, gdino_dir: Path, tm
     for p in sources:
         (images / p.name).symlink_to(p)
     oracle = tmp_path / "oracle.json"
-    res = runner.invoke(app, ["eval", "--data", str(fixture), "--images", str(images), "--split", "val", "--oracle-box",
-                              "--output", str(oracle), "--no-progress"])
+    res = runner.invoke(app, ["eval", "--data", str(fixture), "--image-root", str(images), "--split", "val", "--oracle-box",
+                              "--out", str(oracle), "--no-progress"])
     assert res.exit_code == 0, res.output
     report = json.loads(oracle.read_text())
     assert report["overall"]["n"] == 2 and set(report["per_category"]) == {"tennis_court", "golffield"}
     assert report["overall"]["native"]["miou"] > 0.3  # a ground-truth box around the object, weights-free stage 2
     grounded = tmp_path / "grounded.json"
-    res = runner.invoke(app, ["eval", "--data", str(fixture), "--images", str(images), "--split", "val", "--grounding",
-                              str(gdino_dir), "--device", "cpu", "--output", str(grounded), "--no-progress"])
+    res = runner.invoke(app, ["eval", "--data", str(fixture), "--image-root", str(images), "--split", "val", "--grounding",
+                              str(gdino_dir), "--device", "cpu", "--out", str(grounded), "--no-progress"])
     assert res.exit_code == 0, res.output
     report = json.loads(grounded.read_text())
     assert report["overall"]["n"] == 2 and not report["errors"]

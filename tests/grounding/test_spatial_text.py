@@ -89,3 +89,26 @@ def test_given_box_grounder() -> None:
         GivenBoxGrounder(default=(300, 300, 400, 400)).ground(image, "x")
     with pytest.raises(GroundingError, match="empty"):
         GivenBoxGrounder(default=(10, 10, 5, 20))
+
+
+@pytest.mark.parametrize("expression", ["large vehicle", "Large_Vehicle", "small-vehicle", "small vehicle"])
+def test_category_names_made_into_expressions_are_not_size_cues(expression: str) -> None:
+    # `pslg export --missing-expression label` turns the label into the expression; the class name must not make
+    # the grounder prefer the largest (or smallest) candidate over the detector's choice.
+    assert parse_cues(expression).empty
+    ranked = rerank(expression, _cands()[::-1], 200, 200)
+    assert [c.score for c in ranked] == [0.8, 0.8, 0.8]
+    assert ranked[0].box == (90, 160, 120, 190)  # the detector's (stable) order, not the size rule
+
+
+def test_superlatives_and_extra_category_names() -> None:
+    assert parse_cues("the largest large vehicle").size == "largest"
+    assert parse_cues("the big tank").size == "largest"
+    assert parse_cues("the big tank", categories=["Big Tank"]).empty
+
+
+def test_weight_zero_turns_spatial_reranking_off() -> None:
+    cands = [GroundingCandidate((0, 0, 10, 10), 0.9), GroundingCandidate((150, 150, 190, 190), 0.8)]
+    assert rerank("the car on the right", cands, 200, 200)[0].box == (150, 150, 190, 190)
+    ranked = rerank("the car on the right", cands, 200, 200, weight=0.0)
+    assert [(c.box, c.score) for c in ranked] == [((0, 0, 10, 10), 0.9), ((150, 150, 190, 190), 0.8)]

@@ -10,7 +10,8 @@ import pytest
 
 from annotate.grounding import GroundingError, load_grounder
 from annotate.grounding.evaluation import evaluate_boxes, samples_from_records
-from annotate.grounding.training import TrainConfig, list_versions, train_grounder
+from annotate.grounding.training import TrainConfig, train_grounder
+from annotate.modelstore import ModelStore
 from converters.rrsis import read_rrsis
 from tests.tiny_grounders import FIXED_BOX, write_fixed_layout_rrsis
 
@@ -63,31 +64,37 @@ def test_fine_tuning_lowers_loss_and_beats_chance(trained, gdino_dir: Path) -> N
 def test_version_directory_contents(trained, data: Path, gdino_dir: Path) -> None:
     result, out, train = trained
     path = result.path
-    assert path.parent == out and path.name == result.version and path.name.startswith("grounding-v0001-")
+    assert path.parent == out and path.name == "v0001" and result.version.startswith("grounding-v0001-")
     for name in ("config.json", "model.safetensors", "metrics.json", "train_data.json", "MODEL_CARD.md",
-                 "pslg_grounder.json", "tokenizer.json", "processor_config.json"):
+                 "pslg_grounder.json", "tokenizer.json", "processor_config.json", "card.json"):
         assert (path / name).is_file(), name
     assert not (path / "training_state.pt").exists()
     meta = json.loads((path / "pslg_grounder.json").read_text())
-    assert meta["version"] == path.name and meta["base"] == str(gdino_dir.resolve())
+    assert meta["base"] == str(gdino_dir.resolve())
+    card = json.loads((path / "card.json").read_text())
+    assert card["kind"] == "grounding" and card["version"] == "v0001" and card["parent"] is None
+    assert card["base"] == str(gdino_dir.resolve()) and card["samples"] == len(train) and card["data_digest"]
+    assert card["metrics"]["val"]["n"] == 2
     assert meta["train"]["epochs"] == FAST.epochs and meta["history"] == result.history
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["val"]["n"] == 2 and set(metrics["val"]["per_category"]) == {"building"}
     seen = json.loads((path / "train_data.json").read_text())["samples"]
     assert sorted(s["ref_id"] for s in seen) == sorted(s.ref_id for s in train)
     assert seen[0]["box"] == list(FIXED_BOX)
-    assert load_grounder(path, device="cpu").model_version == path.name
-    assert result.version in (path / "MODEL_CARD.md").read_text()
+    assert load_grounder(path, device="cpu").model_version == result.version
+    assert load_grounder(out, device="cpu").model_version == result.version  # the store serves its current version
 
 
 def test_retrain_makes_a_new_version_and_the_old_one_still_loads(trained, data: Path) -> None:
     first, out, train = trained
     second = train_grounder(train, [], first.path, out, TrainConfig(epochs=1, lr=1e-4, seed=1), device="cpu",
                             progress=False, log=lambda m: None)
-    assert second.path.name.startswith("grounding-v0002-") and second.version != first.version
-    assert [p.name for p in list_versions(out)] == [first.version, second.version]
+    assert second.path.name == "v0002" and second.version.startswith("grounding-v0002-")
+    store = ModelStore(out)
+    assert [v.name for v in store.versions()] == ["v0001", "v0002"] and store.current("grounding").name == "v0002"
+    assert store.get("v0002").card.parent == "v0001"
     meta = json.loads((second.path / "pslg_grounder.json").read_text())
-    assert meta["base_version"] == first.version
+    assert meta["base_version"] == "v0001"
     old, new = load_grounder(first.path, device="cpu"), load_grounder(second.path, device="cpu")
     assert old.model_version == first.version and new.model_version == second.version
     image = np.zeros((128, 128, 3), np.uint8)
@@ -107,13 +114,13 @@ def test_interrupted_run_resumes_from_the_last_epoch(data: Path, gdino_dir: Path
 
     with pytest.raises(Stop):
         train_grounder(train, [], gdino_dir, tmp_path, config, device="cpu", progress=False, log=stop_after_first_epoch)
-    [partial] = list_versions(tmp_path, include_partial=True)
-    assert partial.name.endswith(".partial") and not list_versions(tmp_path)
+    [partial] = [p for p in tmp_path.iterdir() if p.name.startswith(".staging-")]
+    assert (partial / "training_state.pt").is_file() and not ModelStore(tmp_path).versions()
     # the checkpoint is written before the epoch is logged, so it holds epoch 1
     logs: list[str] = []
     resumed = train_grounder(train, [], gdino_dir, tmp_path, config, device="cpu", progress=False, log=logs.append)
     assert resumed.resumed_from_epoch == 1 and any(m.startswith("resuming") for m in logs)
-    assert resumed.path.name == partial.name[: -len(".partial")]
+    assert resumed.path.name == "v0001" and not partial.exists()
     fresh = train_grounder(train, [], gdino_dir, tmp_path / "fresh", config, device="cpu", progress=False,
                            log=lambda m: None)
     assert resumed.history == pytest.approx(fresh.history, rel=1e-4)  # seeded: resuming changes nothing

@@ -1,0 +1,64 @@
+"""The one place a PSLG-SAM pipeline is assembled: segmenter, grounder and the CFPG/MBO switches.
+
+Why one factory: the backend, every CLI command and the benchmarks must mean the same thing by the same
+settings. A checkpoint given by registry name (``vit_b``, as ``pslg models pull vit_b`` downloads it) resolves
+through ``annotate.checkpoints`` to the cached file and sets the SAM model type; a path is used as given; none
+means the weights-free classical segmenter. A grounding spec may be a model directory, a hub id or a model
+store (its current version, see ``annotate.modelstore``). The factory takes arguments only: reading
+environment variables is the job of the CLI and the backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from annotate.checkpoints import KNOWN_CHECKPOINTS, resolve_checkpoint
+from annotate.grounding.base import Grounder
+from annotate.pipeline import Pipeline
+from annotate.segmenters.base import Segmenter
+
+
+def resolve_segmenter_checkpoint(checkpoint: Optional[str | Path], model_type: str = "vit_b") -> tuple[Optional[Path], str]:
+    """``(checkpoint file or None, SAM model type)``: a registry name gives its cached file and its own model type."""
+    if checkpoint is None or str(checkpoint).strip() == "":
+        return None, model_type
+    name = str(checkpoint).strip()
+    if name in KNOWN_CHECKPOINTS and not Path(name).exists():
+        return resolve_checkpoint(name), name
+    return Path(name).expanduser(), model_type
+
+
+def build_segmenter(
+    checkpoint: Optional[str | Path] = None, model_type: str = "vit_b", device: str = "auto", cache_size: int = 8
+) -> Segmenter:
+    """SAM for a checkpoint name or path, the classical segmenter without one."""
+    from annotate.segmenters import build_segmenter as _build
+
+    path, model_type = resolve_segmenter_checkpoint(checkpoint, model_type)
+    return _build(path, model_type=model_type, device=device, cache_size=cache_size)
+
+
+def load_grounding(spec: "str | Path | Grounder | None", device: str = "auto", **kwargs) -> Optional[Grounder]:
+    """A grounder for a model directory, hub id or model store; None when no spec is given."""
+    if spec is None or (isinstance(spec, (str, Path)) and str(spec).strip() == ""):
+        return None
+    from annotate.grounding import load_grounder
+
+    return load_grounder(spec, device=device, **kwargs)
+
+
+def build_pipeline(
+    checkpoint: Optional[str | Path] = None,
+    model_type: str = "vit_b",
+    grounding: "str | Path | Grounder | None" = None,
+    device: str = "auto",
+    use_cfpg: Optional[bool] = None,
+    use_mbo: Optional[bool] = None,
+    segmenter: Optional[Segmenter] = None,
+    cache_size: int = 8,
+) -> Pipeline:
+    """The pipeline for these settings (``segmenter`` replaces building one, e.g. to share its cache)."""
+    seg = segmenter if segmenter is not None else build_segmenter(checkpoint, model_type, device, cache_size)
+    grounder = load_grounding(grounding, device=device)
+    return Pipeline(seg, grounder, use_cfpg=use_cfpg, use_mbo=use_mbo)

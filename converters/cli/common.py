@@ -1,0 +1,116 @@
+"""What every ``pslg`` command shares: exit codes, one-line errors for OS failures, SIGTERM handling, help format.
+
+A CLI failure is one line naming what failed and why, never a traceback; an interrupted command (Ctrl-C, or a
+SIGTERM from a scheduler or ``timeout``) cleans up what it staged and says "interrupted".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import typer
+
+EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Turn SIGTERM into ``KeyboardInterrupt`` for the duration, so it unwinds (and cleans up) like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_error(exc: OSError, out: Path) -> str:
+    """A one-line message for an OS error while producing ``out`` (no staging names, no errno noise)."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write to {out}: {reason}"
+    if exc.errno == errno.ENOSPC:
+        return f"cannot write to {out}: no space left on the device"
+    name = exc.filename
+    if name and not str(name).startswith(str(Path(os.path.abspath(out)).parent)):
+        return f"{name}: {reason}"
+    return f"cannot write to {out}: {reason}"
+
+
+def finite(value: float, what: str) -> float:
+    """``value`` if it is a finite number; ``ValueError`` naming ``what`` for nan, inf and overflowed literals."""
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return value
+
+
+def version_callback(value: bool) -> None:
+    """``pslg --version``: the installed package version."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"pslg {version('pslg-annotate')}")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+        typer.echo("pslg (not installed as a package)")
+    raise typer.Exit()
+
+
+def hide_flag_value_hints() -> None:
+    """Show flags (``--overwrite``, ``--cfpg/--no-cfpg``, ``--help``) without a value hint in ``--help``.
+
+    Typer's rich help labels every option with its type; for a flag that reads ``<bool>``, as if the flag took a
+    value (``--overwrite <bool>``). Flags take none, so their type cell is left empty. Idempotent.
+    """
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_hides_flag_hints", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx):  # type: ignore[no-untyped-def]
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._hides_flag_hints = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+def print_table(table: object, console: object = None) -> None:
+    """Print a rich table at its natural width, widening the console when needed: names and numbers are shown in
+    full (a terminal wraps long lines) instead of being cut to "Large_Ve…" or "100.…"."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = console or Console()
+    unbounded = console.options.update_width(1_000_000)  # type: ignore[attr-defined]
+    width = Measurement.get(console, unbounded, table).maximum  # type: ignore[arg-type]
+    if width > console.width:  # type: ignore[attr-defined]
+        console = Console(width=width, file=console.file, force_terminal=console.is_terminal)  # type: ignore[attr-defined]
+    console.print(table)  # type: ignore[attr-defined]
+
+
+def check_writable_folder(path: Path) -> None:
+    """Raise the ``OSError`` that writing into folder ``path`` would raise, without creating anything: the
+    nearest existing ancestor must be a folder this process may write into. Lets a command fail before any
+    model loads or any evaluation runs."""
+    existing = Path(os.path.abspath(path))
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(existing))

@@ -1,0 +1,58 @@
+"""`pslg models versions / rollback / mark-bad` on a model store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from annotate.modelstore import ModelCard, ModelStore
+from converters.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> ModelStore:
+    store = ModelStore(tmp_path / "models")
+    for i, acc in enumerate((0.25, 0.5, 0.75)):
+        staging = store.staging(f"grounding-{i}")
+        (staging / "config.json").write_text("{}")
+        parent = f"v{i:04d}" if i else None
+        store.commit(staging, ModelCard(kind="grounding", base="hub/base", parent=parent, samples=10 * (i + 1),
+                                        metrics={"val": {"acc@0.5": acc}}))
+    return store
+
+
+def test_versions_lists_every_version_and_marks_the_served_one(store: ModelStore) -> None:
+    res = runner.invoke(app, ["models", "versions", str(store.root)])
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if "v000" in line and "grounding" in line]
+    assert [r.split("│")[1].strip() for r in rows] == ["v0001", "v0002", "v0003"]
+    assert "yes" in rows[2] and "yes" not in rows[0] and "0.750" in rows[2] and "30" in rows[2]
+
+
+def test_rollback_and_mark_bad_change_what_is_served(store: ModelStore) -> None:
+    res = runner.invoke(app, ["models", "rollback", str(store.root), "v0002"])
+    assert res.exit_code == 0 and "now serving v0002" in res.output
+    assert store.current("grounding").name == "v0002"
+    assert json.loads((store.root / "current.json").read_text()) == {"grounding": "v0002"}
+
+    res = runner.invoke(app, ["models", "mark-bad", str(store.root), "2", "--reason", "worse on val"])
+    assert res.exit_code == 0 and "marked bad" in res.output
+    assert store.current("grounding").name == "v0001"
+    listing = runner.invoke(app, ["models", "versions", str(store.root)]).output
+    assert "bad: worse on val" in listing
+    assert runner.invoke(app, ["models", "mark-bad", str(store.root), "v0002", "--undo"]).exit_code == 0
+    assert store.current("grounding").name == "v0002"
+
+
+def test_errors_are_one_line_and_name_what_exists(store: ModelStore, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["models", "rollback", str(store.root), "v0009"])
+    assert res.exit_code == 1 and "v0001, v0002, v0003" in res.output and "Traceback" not in res.output
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    res = runner.invoke(app, ["models", "versions", str(plain)])
+    assert res.exit_code == 1 and "not a model store" in res.output

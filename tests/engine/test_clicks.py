@@ -1,0 +1,180 @@
+"""Every click is a hard constraint for every stage: click edits, the classical segmenter (shape prior and box-prior
+fallback included), MBO, and the pipeline around any segmenter — on synthetic scenes with exact masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from annotate.clicks import apply_click, apply_clicks, honour_clicks
+from annotate.geometry import mask_iou
+from annotate.mbo import refine_mask
+from annotate.pipeline import Pipeline
+from annotate.segmenters.classical import ClassicalSegmenter
+from annotate.types import Prompt
+
+
+def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A bright 40×24 rotated-free slab (the object) on noisy green ground with a dark patch beside it."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((120, 140, 3), np.float32)
+    img[:] = (90, 120, 80)
+    img += rng.normal(0, 5, img.shape)
+    obj = np.zeros((120, 140), bool)
+    obj[40:80, 40:64] = True
+    img[obj] = (210, 205, 200)
+    img[40:80, 70:90] = (40, 40, 45)  # a shadow-like patch a loose box swallows
+    return np.clip(img, 0, 255).astype(np.uint8), obj
+
+
+def _leaky(obj: np.ndarray) -> np.ndarray:
+    """The object plus a leak over the dark patch (what a segmenter returns on a loose box)."""
+    m = obj.copy()
+    m[40:80, 64:90] = True
+    return m
+
+
+def _missing(obj: np.ndarray) -> np.ndarray:
+    """The object with its lower third missed."""
+    m = obj.copy()
+    m[67:80, :] = False
+    return m
+
+
+def test_negative_click_inside_a_leak_removes_it() -> None:
+    img, obj = _scene()
+    leaky = _leaky(obj)
+    out = apply_click(img, leaky, (80.5, 60.5), 0)
+    assert not out[60, 80]
+    assert np.count_nonzero(out[40:80, 70:90]) < 0.05 * 800  # the clicked part of the leak goes, not just a disc
+    assert np.count_nonzero(out & ~obj) < 0.3 * np.count_nonzero(leaky & ~obj)
+    assert np.count_nonzero(out & obj) >= 0.97 * obj.sum()  # the object stays
+    assert mask_iou(out, obj) > mask_iou(leaky, obj) + 0.25
+
+
+def test_positive_click_on_a_missed_part_adds_it() -> None:
+    img, obj = _scene()
+    missing = _missing(obj)
+    out = apply_click(img, missing, (52.5, 74.5), 1)
+    assert out[74, 52]
+    assert np.count_nonzero(out & obj & ~missing) > 0.8 * np.count_nonzero(obj & ~missing)
+    assert np.count_nonzero(out & ~obj) < 0.05 * obj.sum()  # no spill onto the ground
+
+
+def test_a_click_the_mask_agrees_with_changes_nothing_and_a_repeated_click_is_never_ignored() -> None:
+    img, obj = _scene()
+    leaky = _leaky(obj)
+    assert np.array_equal(apply_click(img, obj, (50.5, 50.5), 1), obj)
+    once = apply_click(img, leaky, (80.5, 60.5), 0)
+    twice = apply_clicks(img, leaky, [(80.5, 60.5), (80.5, 60.5)], [0, 0])
+    assert not once[60, 80] and not twice[60, 80]
+    assert np.array_equal(once, twice)
+
+
+def test_later_clicks_keep_earlier_ones() -> None:
+    img, obj = _scene()
+    clicks = [(52.5, 74.5), (80.5, 60.5), (66.5, 45.5)]
+    labels = [1, 0, 0]
+    out = apply_clicks(img, _leaky(_missing(obj)), clicks, labels)
+    for (x, y), lab in zip(clicks, labels):
+        assert bool(out[int(y), int(x)]) == bool(lab)
+
+
+def test_mbo_never_undoes_a_click() -> None:
+    img, obj = _scene()
+    # the mask agrees with the click (the leak was removed around it); an unconstrained MBO is free to regrow it
+    edited = apply_click(img, _leaky(obj), (80.5, 60.5), 0)
+    refined = refine_mask(img, edited, (36.0, 36.0, 94.0, 84.0), points=[(80.5, 60.5)], point_labels=[0])
+    assert not refined[60, 80]
+    kept = refine_mask(img, obj, (36.0, 36.0, 94.0, 84.0), points=[(50.5, 78.5)], point_labels=[1])
+    assert kept[78, 50]
+
+
+def test_classical_segmenter_honours_clicks_after_its_shape_prior() -> None:
+    img, obj = _scene()
+    seg = ClassicalSegmenter()
+    seg.set_image(img, image_key="scene")
+    box = np.array([36.0, 36.0, 94.0, 84.0])  # a loose box over the object and the dark patch
+    base = seg.predict(box=box).mask
+    neg = seg.predict(box=box, point_coords=np.array([[80.5, 60.5]]), point_labels=np.array([0])).mask
+    assert not neg[60, 80]
+    assert np.count_nonzero(neg & obj) >= 0.9 * np.count_nonzero(base & obj)
+    assert mask_iou(neg, obj) >= mask_iou(base, obj)
+    # the same clicks from a fresh segmenter (no cache) give the same mask: the cache only saves time
+    fresh = ClassicalSegmenter()
+    fresh.set_image(img)
+    assert np.array_equal(fresh.predict(box=box, point_coords=np.array([[80.5, 60.5]]), point_labels=np.array([0])).mask, neg)
+
+
+def test_box_prior_fallback_honours_clicks() -> None:
+    # a uniform image collapses the colour segmentation: the box prior is returned; clicks still hold on it
+    img = np.full((80, 80, 3), 120, np.uint8)
+    seg = ClassicalSegmenter()
+    seg.set_image(img)
+    box = np.array([20.0, 20.0, 60.0, 60.0])
+    prior = seg.predict(box=box).mask
+    assert prior[40, 40] and not prior[20, 20]
+    out = seg.predict(box=box, point_coords=np.array([[40.5, 40.5], [21.5, 21.5]]), point_labels=np.array([0, 1])).mask
+    assert not out[40, 40] and out[21, 21]
+
+
+def test_point_only_prompt_grows_its_region_from_the_image() -> None:
+    # a 100-px bus: one click must give the bus, not a fixed-size box around the click
+    rng = np.random.default_rng(3)
+    img = np.clip(np.full((200, 220, 3), (95, 110, 85), np.float32) + rng.normal(0, 5, (200, 220, 3)), 0, 255)
+    bus = np.zeros((200, 220), bool)
+    bus[80:112, 60:160] = True
+    img[bus] = (220, 200, 60)
+    img = img.astype(np.uint8)
+    seg = ClassicalSegmenter()
+    seg.set_image(img)
+    out = seg.predict(point_coords=np.array([[110.5, 96.5]]), point_labels=np.array([1])).mask
+    assert mask_iou(out, bus) > 0.85
+
+
+@pytest.mark.parametrize("use_mbo", [True, False])
+def test_pipeline_honours_clicks_whatever_the_segmenter_does(use_mbo: bool) -> None:
+    # a real SAM with random weights ignores what clicks mean; the pipeline still makes every click hold
+    from annotate.segmenters.sam import SamSegmenter
+    from tests.tiny_models import build_tiny_sam
+
+    img, obj = _scene()
+    pipe = Pipeline(SamSegmenter(None, model=build_tiny_sam(0), device="cpu"), use_cfpg=False, use_mbo=use_mbo)
+    points = [(50.5, 50.5), (80.5, 60.5), (10.5, 10.5), (52.5, 74.5)]
+    labels = [1, 0, 0, 1]
+    res = pipe.run(img, [Prompt(box=(36.0, 36.0, 94.0, 84.0), points=points, point_labels=labels)])[0]
+    assert res.ok, res.error
+    for (x, y), lab in zip(points, labels):
+        assert bool(res.mask[int(y), int(x)]) == bool(lab)
+    assert "clicks" in res.timings_ms
+
+
+def test_honour_clicks_leaves_an_agreeing_mask_alone() -> None:
+    img, obj = _scene()
+    assert honour_clicks(img, obj, [(50.5, 50.5), (10.5, 10.5)], [1, 0]) is not None
+    assert np.array_equal(honour_clicks(img, obj, [(50.5, 50.5), (10.5, 10.5)], [1, 0]), obj)
+
+
+def test_pipeline_click_session_edits_the_refined_box_mask_and_the_cache_only_saves_time() -> None:
+    img, obj = _scene()
+    box = (36.0, 36.0, 94.0, 84.0)
+    session = Pipeline(ClassicalSegmenter())  # MBO on (the classical default)
+    assert session.use_mbo
+    clicks = [((80.5, 60.5), 0), ((66.5, 45.5), 0), ((52.5, 79.5), 1)]
+    before = session.run(img, [Prompt(box=box)], image_key="scene")[0].mask
+    for k in range(1, len(clicks) + 1):
+        pts, labs = [c[0] for c in clicks[:k]], [c[1] for c in clicks[:k]]
+        res = session.run(img, [Prompt(box=box, points=pts, point_labels=labs)], image_key="scene")[0]
+        assert res.ok, res.error
+        for (x, y), lab in clicks[:k]:
+            assert bool(res.mask[int(y), int(x)]) == bool(lab)
+        # the click changed the mask only around itself: pixels far from every click keep their label
+        far = np.ones_like(obj)
+        for (x, y), _ in clicks[:k]:
+            yy, xx = np.mgrid[0 : obj.shape[0], 0 : obj.shape[1]]
+            far &= np.hypot(xx - x, yy - y) > 40
+        assert np.array_equal(res.mask[far], before[far])
+        # a fresh pipeline without an image key (no cache) gives the same answer
+        fresh = Pipeline(ClassicalSegmenter()).run(img, [Prompt(box=box, points=pts, point_labels=labs)])[0]
+        assert np.array_equal(fresh.mask, res.mask)
+    assert mask_iou(res.mask, obj) > mask_iou(before, obj)
