@@ -120,7 +120,8 @@ def refine_mask(
     n, lab = cv2.connectedComponents(cur.astype(np.uint8), connectivity=8)
     if n > 2:
         sure = inner | (gc == cv2.GC_FGD)
-        cur = np.isin(lab, np.unique(lab[sure & cur])[1:] if np.any(sure & cur) else [])
+        touching = np.unique(lab[sure & cur])
+        cur = np.isin(lab, touching[touching > 0])
     if scale != 1.0:
         cur = cv2.resize(cur.astype(np.uint8) * 255, (cw, ch), interpolation=cv2.INTER_LINEAR) >= 128
     out = np.zeros_like(mask)

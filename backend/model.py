@@ -211,7 +211,8 @@ class PSLGModel(LabelStudioMLBase):
         from backend.project_version import PINS
 
         try:
-            PINS.ensure(self.runtime.fetcher(self.project_id).auth, self.project_id, version)
+            # in the background: Label Studio accepts the version once it stored this answer's predictions
+            PINS.in_background(self.runtime.fetcher(self.project_id).auth, self.project_id, version)
         except ValueError as exc:  # a project id that is not a Label Studio id: nothing to pin
             log.warning("project %s: model version not pinned: %s", self.project_id, exc)
 

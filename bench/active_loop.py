@@ -45,6 +45,8 @@ from annotate.types import Box, Prompt
 
 JITTER = 0.10
 NEEDS_CORRECTION_IOU = 0.85
+#: instances timed at the end (with and without what was learned) for the cost ratio
+COST_INSTANCES = 60
 
 
 @dataclass
@@ -163,7 +165,24 @@ def run_loop(pixels, instances: list[Instance], rounds: int, batch: float, strat
         row["pool_miou_round0"] = round(float(np.mean([first[i.index].iou for i in rest])), 4) if rest else None
         rows.append(dict(row, ms_per_instance=round(ms, 1), quality_fitted=quality.fitted))
         log(json.dumps(rows[-1]))
-    return {"strategy": strategy, "seed": seed, "batch": batch, "instances": len(instances), "rounds": rows}
+    cost = cost_ratio(pixels, instances[:COST_INSTANCES], priors, quality) if priors is not None else None
+    if cost is not None:
+        log(json.dumps({"cost": cost}))
+    return {"strategy": strategy, "seed": seed, "batch": batch, "instances": len(instances), "rounds": rows,
+            "cost": cost}
+
+
+def cost_ratio(pixels, sample: Sequence[Instance], priors: ShapePriors, quality: QualityModel, repeats: int = 2) -> dict:
+    """Wall ms per instance without and with the learned priors + quality score, interleaved in this process."""
+    times: dict[str, list[float]] = {"today": [], "learned": []}
+    for _ in range(repeats):
+        for name, p, q in (("today", None, QualityModel()), ("learned", priors, quality)):
+            t = time.perf_counter()
+            prelabel(pixels, sample, p, q)
+            times[name].append((time.perf_counter() - t) * 1000 / max(1, len(sample)))
+    today, learned = min(times["today"]), min(times["learned"])
+    return {"instances": len(sample), "today_ms": round(today, 1), "learned_ms": round(learned, 1),
+            "ratio": round(learned / today, 3)}
 
 
 def plot(runs: Sequence[dict], out: Path, title: str) -> None:

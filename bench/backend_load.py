@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,7 @@ def main() -> None:
             unit = "req/s" if kind == "clicks" else "tasks/s"
             print(f"{workers:>7} {kind:>6} {level:>7} {n:>8} {p50 * 1000:>8.1f} {p95 * 1000:>8.1f} {per_s:>7.1f} "
                   f"{per_s / base[(kind, level)]:>6.2f}x {cores:>5.2f}  ({unit})")
+    shutil.rmtree(work)  # kept when a run fails, for the backend logs
 
 
 if __name__ == "__main__":

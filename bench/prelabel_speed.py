@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -149,6 +150,7 @@ def main() -> None:
                      run_prelabel(tasks_json, root, work, "ray", ["--ray", "local", "--ray-actors", str(args.workers)], n)))
     rows.append(("backend /predict, PSLG_WORKERS=1", run_backend(tasks, root, work, 1)))
     rows.append((f"backend /predict, PSLG_WORKERS={args.workers}", run_backend(tasks, root, work, args.workers)))
+    shutil.rmtree(work)  # kept when a mode fails, for its output
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())

@@ -6,8 +6,9 @@ in a Data Manager view (tab) so annotators open exactly those tasks.
 
 A task's uncertainty comes from its latest prediction's ``score``: the backend's quality estimate (predicted
 IoU) once corrections taught it one (``annotate.quality``). Tasks with an annotation are already labelled: their
-regions are the "already covered" side of the diversity term, never candidates. When no unlabelled task has a
-scored prediction (a new project), the batch is a stratified random sample over the tasks' labels.
+regions are the "already covered" side of the diversity term, never candidates. Before any task is labelled (a
+new project), or while some unlabelled task has no scored prediction, the batch is a stratified random sample
+over the labels of the tasks' pre-labels (or their ``data.category`` / ``data.label``).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def task_region(task: dict, image_key: str = "image") -> TaskRegion:
     regions = (source or pred or {}).get("result") or []
     box = _region_box(regions) or (0.0, 0.0, 100.0, 100.0)
     score = pred.get("score") if pred is not None else None
-    return TaskRegion(tid, image, box, _region_label(regions), None if score is None else float(score), labelled)
+    label = _region_label(regions) or str(data.get("category") or data.get("label") or "")
+    return TaskRegion(tid, image, box, label, None if score is None else float(score), labelled)
 
 
 def select_from_tasks(tasks: Sequence[dict], size: int, per_image_cap: Optional[int] = None, seed: int = 0,
@@ -108,7 +110,8 @@ def select_from_tasks(tasks: Sequence[dict], size: int, per_image_cap: Optional[
         return region_features(r.box_pct, (100, 100), None, index[r.label], len(labels))
 
     pool = [r for r in regions if not r.labelled]
-    scored = all(r.score is not None for r in pool)
+    # cold start: before any correction the scores are not yet a learned quality estimate
+    scored = any(r.labelled for r in regions) and all(r.score is not None for r in pool)
     candidates = [Candidate(r.task_id, r.image, feats(r), r.score if scored else None, None, r.label) for r in pool]
     labelled = [feats(r) for r in regions if r.labelled]
     return select_batch(candidates, size, per_image_cap, seed, labelled), problems

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,11 @@ from annotate.modelstore import ModelStore, ModelStoreError, is_store, read_card
 
 #: Written by ``pslg train grounding`` into each model directory it produces.
 METADATA_FILE = "pslg_grounder.json"
+
+#: Held while transformers builds a model: ``from_pretrained`` creates modules on the meta device through
+#: process-wide switches, so two threads loading at once (a backend's store poller and its trainer) can leave
+#: one model's tied weights on ``meta`` ("Cannot copy out of meta tensor"). Loading is rare; serialising it is free.
+LOAD_LOCK = threading.RLock()
 
 GDINO_TYPES = ("grounding-dino", "mm-grounding-dino")
 OWLV2_TYPES = ("owlv2",)
@@ -62,13 +68,20 @@ def _model_type(spec: str) -> str:
 
 
 def load_grounder(spec: "str | Path | Grounder", device: str = "auto", **kwargs: Any) -> Grounder:
+    """Load a grounder from a local directory (Grounding DINO, OWLv2, `pslg train grounding` output, a model store)
+    or a hub id; one load at a time per process (see ``LOAD_LOCK``)."""
+    if isinstance(spec, Grounder):
+        return spec
+    with LOAD_LOCK:
+        return _load_grounder(spec, device, **kwargs)
+
+
+def _load_grounder(spec: "str | Path", device: str, **kwargs: Any) -> Grounder:
     """Load a grounder from a local directory (Grounding DINO, OWLv2, or ``pslg train grounding`` output) or a hub id.
 
     ``kwargs`` go to the grounder (e.g. ``spatial_weight``). Raises ``GroundingError`` naming ``spec`` when it is
     neither a model directory nor a loadable id, or its architecture is not a supported detector.
     """
-    if isinstance(spec, Grounder):
-        return spec
     path = Path(str(spec)).expanduser()
     meta = None
     card = None

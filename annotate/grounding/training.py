@@ -33,7 +33,7 @@ from annotate.atomic import atomic_path, atomic_write_text
 from annotate.device import resolve_device
 from annotate.grounding.base import GroundingError
 from annotate.grounding.evaluation import BoxScores, GroundingSample, evaluate_boxes, load_rgb
-from annotate.grounding.loader import GDINO_TYPES, METADATA_FILE, read_metadata
+from annotate.grounding.loader import GDINO_TYPES, LOAD_LOCK, METADATA_FILE, read_metadata
 from annotate.grounding.text import grounding_dino_prompt
 from annotate.modelstore import ModelCard, ModelStore, is_store
 
@@ -124,8 +124,9 @@ def load_trainable(base: str) -> tuple[Any, Any]:
             f"({', '.join(GDINO_TYPES)}). OWLv2 is used zero-shot (pslg segment/eval --grounding)."
         )
     try:
-        model = AutoModelForZeroShotObjectDetection.from_pretrained(base)
-        processor = AutoProcessor.from_pretrained(base)
+        with LOAD_LOCK:  # from_pretrained is not thread-safe (see annotate.grounding.loader.LOAD_LOCK)
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(base)
+            processor = AutoProcessor.from_pretrained(base)
     except Exception as exc:
         raise GroundingError(f"cannot load the base model {base!r}: {exc}") from exc
     return model, processor

@@ -14,15 +14,19 @@ Why this design (measured in bench/stage2_isaid.py, see docs/stage2.md):
   touches the box's four sides, a part does not. Otherwise the **box prior** wins: the pixels covered by most
   of the rectangles that fit the box (the box and rotated rectangles inscribed along either diagonal) — a box
   with its corners cut, which is what an object at an unknown angle most likely covers.
+* With learned shape priors (``annotate.priors``, fitted from corrections per category), the category's prior
+  replaces the box prior and trims / completes the trusted shape, flipped to the box diagonal the colour
+  segmentation follows: an airplane's cross or a harbour's comb, which no rectangle or ellipse fits.
 * The score is that evidence: bounding-box agreement × shape fit when the segmentation is trusted, much lower
   for the box-prior fallback and lowest when the segmentation collapsed — a confidence a reviewer can sort on.
 
 Clicks (points with a box) are hard constraints applied as local edits of the box's mask
 (``annotate.clicks``): the box is segmented once (cached per image and box), then each click in order removes
 (negative) or adds (positive) the region around it that the mask got wrong, so click k only changes the mask
-near click k and no click is ever undone by a shape candidate or a fallback. Points without a box: the
-object's extent is grown from the image around the first positive point (the uniform-colour region under it,
-then a box around that region), segmented like a box prompt, then edited by every click.
+near click k and no click is ever undone by a shape candidate or a fallback (in a ``Pipeline`` the edits come
+after MBO: ``clicks_as_edits``). Points without a box: the object's extent is grown from the image around the
+first positive point (the colour region under it, see ``_box_from_point``), segmented around that point as a
+seed, then edited by every click.
 
 Large boxes are segmented at a bounded resolution (``max_roi_side``) and the mask is mapped back, so the cost
 of a box does not grow with its size.
@@ -84,9 +88,9 @@ class ClassicalParams:
     #: the area jump that means it broke out into the ground, the smallest box side (px) put around it, the
     #: margin added around the region (share of its size), and the window (px on a side) it may grow in.
     point_grow_tols: tuple[float, ...] = (8.0, 14.0, 20.0, 28.0, 38.0)
-    point_jump: float = 6.0
-    point_min_side: int = 12
-    point_margin: float = 0.05
+    point_jump: float = 3.0
+    point_min_side: int = 48
+    point_margin: float = 0.15
     point_max_side: int = 512
     #: The ROI is processed at most this many pixels on its longer side (larger boxes are downscaled and the
     #: mask mapped back; 0 = full resolution, the unbounded behaviour).
@@ -250,7 +254,7 @@ class ClassicalSegmenter(Segmenter):
         base_key = (tuple(round(v, 3) for v in box), tuple(map(tuple, seed_pos.round(3))), self._category)
         assert self._rgb is not None
         return edit_session(
-            self._rgb, base_key, lambda: self._segment(box, seed_pos, np.zeros((0, 2)), True), clicks, self._cache,
+            self._rgb, base_key, lambda: self._segment(box, seed_pos, np.zeros((0, 2)), len(seed_pos) == 0), clicks, self._cache,
             self.click_params,
         )
 

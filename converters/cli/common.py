@@ -114,3 +114,20 @@ def check_writable_folder(path: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(existing))
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, "Permission denied", str(existing))
+
+
+def model_spec_problem(spec: str, option: str) -> str | None:
+    """"``option`` SPEC: no such directory" when ``spec`` names a local model folder that does not exist, else None.
+
+    Without this, a mistyped local path reaches the Hugging Face hub client, which answers with its own
+    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" message. A spec is local when it starts
+    with ``.``, ``/`` or ``~``, holds a backslash or more than one ``/``, ends with ``/``, or its first component
+    is an existing local folder; a hub id is ``name`` or ``namespace/name``.
+    """
+    path = Path(spec).expanduser()
+    if path.exists():
+        return None if path.is_dir() else f"{option} {spec}: is a file, not a model directory"
+    first = spec.split("/", 1)[0]
+    local = (spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1 or spec.endswith("/")
+             or ("/" in spec and Path(first).expanduser().is_dir()))
+    return f"{option} {spec}: no such directory" if local else None

@@ -16,7 +16,7 @@ import typer
 
 from annotate.atomic import atomic_write_text
 from annotate.image_io import DEFAULT_MAX_PIXELS
-from converters.cli.common import check_writable_folder, print_table, write_error
+from converters.cli.common import check_writable_folder, model_spec_problem, print_table, write_error
 
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
@@ -49,23 +49,10 @@ def _read_split(data: Path, split: str, images: Optional[Path] = None, *, requir
 
 
 def check_model_spec(spec: str, option: str) -> None:
-    """Fail with "no such directory" when ``spec`` names a local folder that does not exist.
-
-    Without this, a mistyped local path reaches the Hugging Face hub client, which answers with its own
-    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" message. A spec is local when it starts
-    with ``.``, ``/`` or ``~``, holds a backslash or more than one ``/``, or its first component is an existing
-    local folder; a hub id is ``name`` or ``namespace/name``.
-    """
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise _fail(f"{option} {spec}: is a file, not a model directory")
-        return
-    first = spec.split("/", 1)[0]
-    local = (spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1 or spec.endswith("/")
-             or ("/" in spec and Path(first).expanduser().is_dir()))
-    if local:
-        raise _fail(f"{option} {spec}: no such directory")
+    """Fail (exit 2) when ``spec`` names a missing local folder (see ``common.model_spec_problem``)."""
+    problem = model_spec_problem(spec, option)
+    if problem:
+        raise _fail(problem)
 
 
 def _has_files(folder: Path) -> bool:
@@ -79,7 +66,7 @@ def _has_files(folder: Path) -> bool:
 def train_grounding(
     data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (refs(unc).p + instances.json + images), e.g. from `pslg export rrsis`."),
     base: str = typer.Option(..., "--base", help="Model to start from: a Grounding DINO directory, a model store (its current version) or a hub id such as IDEA-Research/grounding-dino-tiny."),
-    out: Path = typer.Option(..., "--out", help="Model store (see `pslg models versions`); each run adds a version vNNNN/ and makes it current. Point the backend's PSLG_GROUNDING_MODEL here to serve it without a restart."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model store (see `pslg models versions`); each run adds a version vNNNN/ and makes it current. Point the backend's PSLG_GROUNDING_MODEL here to serve it without a restart."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Passes over the train split."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Expressions per optimiser step."),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -140,10 +141,13 @@ def register(app: typer.Typer) -> None:
         executor = None
         try:
             with bar:
-                executor = _executor(spec, workers, ray, ray_actors, ray_gpus, console)
+                t0 = time.perf_counter()
+                executor = _executor(spec, workers, ray, ray_actors, ray_gpus)
+                built_s = time.perf_counter() - t0  # in-process models load here; worker processes start later
                 report = run_prelabel(source, executor, Checkpoint(checkpoint), image_key=image_key,
                                       chunk_size=chunk_size, store_every=batch_size, keep_predictions=out is not None,
                                       limit=limit, progress=progress)
+                report.startup_seconds += built_s
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow]: finished tasks are recorded in {escape(str(checkpoint))}; "
                           "run the same command again to resume")
@@ -170,14 +174,15 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_TASK_ERRORS)
 
 
-def _executor(spec, workers: int, ray: Optional[str], ray_actors: int, ray_gpus: float, console):
+def _executor(spec, workers: int, ray: Optional[str], ray_actors: int, ray_gpus: float):
+    """In this process, local worker processes, or Ray actors, as the options say."""
     from backend.prelabel.executors import InProcessExecutor, ProcessExecutor, RayExecutor
 
     if ray:
-        try:
-            import ray as _ray  # noqa: F401
-        except ImportError:
-            raise RuntimeError("--ray needs Ray: pip install 'pslg-annotate[ray]'") from None
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise RuntimeError("--ray needs Ray: pip install 'pslg-annotate[ray]'")
         address = None if ray == "local" else ray
         return RayExecutor(spec, address, actors=ray_actors or None, num_gpus=ray_gpus)
     if workers > 1:

@@ -19,7 +19,7 @@ import typer
 
 from annotate.atomic import atomic_write_bytes
 from annotate.image_io import DEFAULT_MAX_PIXELS
-from converters.cli.common import check_writable_folder, print_table, write_error
+from converters.cli.common import check_writable_folder, model_spec_problem, print_table, write_error
 from converters.cli.segment_overlay import render_overlay
 from converters.cli.segment_prompts import parse_numbers, prompt_from_json, read_prompts_file
 from converters.cli.segment_results import remove_stale_masks, result_entry, write_png
@@ -124,6 +124,8 @@ def segment(
         check_writable_folder(out_dir)
     except OSError as exc:
         raise _fail(write_error(exc, out_dir)) from None
+    if grounding and model_spec_problem(grounding, "--grounding"):
+        raise _fail(model_spec_problem(grounding, "--grounding"))  # type: ignore[arg-type]
 
     # ---- inputs and models
     from annotate.image_io import ImageLoadError, image_key, load_image

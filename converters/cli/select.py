@@ -33,7 +33,12 @@ def register(app: typer.Typer) -> None:
         view_title: str = typer.Option("Next batch (pslg select)", help="Title of the Data Manager tab (live project)."),
         image_key: str = typer.Option("image", help="The task data key holding the image."),
     ) -> None:
-        """Choose the next batch to annotate: least certain pre-labels first, spread over images and kinds of region."""
+        """Choose the next batch to annotate: least certain pre-labels first, spread over images and kinds of region.
+
+        Example:
+
+          pslg select --project 7 --url http://localhost:8080 --size 20 --out batch.json
+        """
         from annotate.atomic import atomic_write_text
         from converters.batch_select import LiveTasks, SelectionError, batch_json, load_tasks_file, select_from_tasks
 

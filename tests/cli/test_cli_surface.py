@@ -155,6 +155,11 @@ def test_missing_local_model_folder_says_no_such_directory(tmp_path: Path, monke
         assert res.exit_code == 2, res.output
         assert "no such directory" in res.output and "Repo id" not in res.output
         assert not (tmp_path / "store").exists()
+    image = next((data / "images" / "rrsisd" / "JPEGImages").iterdir())
+    res = pslg("segment", image, "--text", "the vehicle", "--grounding", "models/grounder-v2", "--out", tmp_path / "seg")
+    assert res.exit_code == 2 and "--grounding models/grounder-v2: no such directory" in res.output
+    res = pslg("eval", "--data", data, "--split", "val", "--grounding", "./nope", "--no-progress")
+    assert res.exit_code == 2 and "no such directory" in res.output
 
 
 def test_failed_training_leaves_no_empty_out_folder(tmp_path: Path) -> None:

@@ -57,12 +57,11 @@ def _binary(env_key: str, *names: str) -> str | None:
     return next((found for found in map(shutil.which, names) if found), None)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    """A headless Chromium driven by selenium, with the console log captured."""
+@pytest.fixture(scope="session")
+def chromium_binaries() -> tuple[str, str]:
+    """Chromium and its driver, checked before Label Studio starts (a missing browser fails or skips at once)."""
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:
         skip_or_fail("selenium is not installed (pip install -e '.[dev]')")
     chromium = _binary("PSLG_CHROMIUM", "chromium", "chromium-browser")
@@ -70,6 +69,16 @@ def browser() -> Iterator:
     if chromium is None or chromedriver is None:
         skip_or_fail("headless Chromium is not installed (apt-get install chromium chromium-driver, which "
                      "`bash setup.sh --with-label-studio` does as root; or set PSLG_CHROMIUM and PSLG_CHROMEDRIVER)")
+    return chromium, chromedriver
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_binaries) -> Iterator:
+    """A headless Chromium driven by selenium, with the console log captured."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, chromedriver = chromium_binaries
     profile = tempfile.mkdtemp(prefix="pslg-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -132,16 +141,30 @@ class RegionRow:
 
 
 def _rows(driver, selector: str) -> list[RegionRow]:
-    """The region list's rows of one region type: label, displayed score and nesting depth."""
-    from selenium.webdriver.common.by import By
+    """The region list's rows of one region type: label, displayed score and nesting depth.
 
-    rows = []
-    for node in driver.find_elements(By.CSS_SELECTOR, selector):
-        title = node.find_element(By.CSS_SELECTOR, ".lsf-outliner-item__title").text.strip()
-        scores = node.find_elements(By.CSS_SELECTOR, ".lsf-outliner-item__control_type_score")
-        depth = len(node.find_elements(By.CSS_SELECTOR, ".lsf-tree-indent-unit"))
-        rows.append(RegionRow(title, scores[0].text.strip() if scores else "", depth))
-    return rows
+    Read in one script call: the list re-renders while the page settles, and element handles held across
+    several calls go stale.
+    """
+    rows = driver.execute_script("""
+        return Array.from(document.querySelectorAll(arguments[0])).map((node) => {
+          const text = (sel) => { const el = node.querySelector(sel); return el ? el.textContent.trim() : ""; };
+          return [text(".lsf-outliner-item__title"), text(".lsf-outliner-item__control_type_score"),
+                  node.querySelectorAll(".lsf-tree-indent-unit").length];
+        });""", selector)
+    return [RegionRow(label, score, int(depth)) for label, score, depth in rows]
+
+
+def _expand(driver, parent: str, child: str) -> None:
+    """Open a collapsed parent row (Label Studio sometimes shows a region with children collapsed)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if driver.find_elements(By.CSS_SELECTOR, child):
+        return
+    driver.execute_script("document.querySelectorAll(arguments[0]).forEach((el) => el.click());",
+                          f"{parent} .lsf-tree-switcher_close")
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, child))
 
 
 def _our_console_errors(entries: list[dict]) -> list[str]:
@@ -149,7 +172,8 @@ def _our_console_errors(entries: list[dict]) -> list[str]:
             if e.get("level") == "SEVERE" and not any(p.search(e["message"]) for p in LABEL_STUDIO_NOISE)]
 
 
-def test_prelabels_show_in_the_region_list_without_console_errors(prelabelled, browser, tmp_path):
+def test_prelabels_show_in_the_region_list_without_console_errors(chromium_binaries, prelabelled, browser,
+                                                                  tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     ls = prelabelled.ls
@@ -164,6 +188,7 @@ def test_prelabels_show_in_the_region_list_without_console_errors(prelabelled, b
                 WebDriverWait(browser, PAGE_TIMEOUT_S).until(
                     lambda d: any(r.score for r in _rows(d, BRUSH_NODE)))
                 time.sleep(SETTLE_S)
+                _expand(browser, BRUSH_NODE, RECT_NODE)
                 brushes, rects = _rows(browser, BRUSH_NODE), _rows(browser, RECT_NODE)
                 errors = _our_console_errors(browser.get_log("browser"))
                 where = f"task {task['id']} (open {attempt + 1})"

@@ -27,7 +27,8 @@ from annotate.synthetic import make_scene
 from tests.e2e.harness import batch_predict, connect, make_project, predictions_of, start_backend, wait_for
 from tests.labelstudio_server import REPO_ROOT
 
-pytestmark = pytest.mark.e2e
+# three trainings (two CLI runs, one Start Training) and four backend starts: longer than the default limit
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 
 def pslg(*args: str, timeout: float = 900) -> str:

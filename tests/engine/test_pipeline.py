@@ -156,10 +156,10 @@ def test_grayscale_images(scene) -> None:
 
 def test_segmenter_failure_is_reported_per_prompt(scene) -> None:
     class Exploding(ClassicalSegmenter):
-        def predict(self, box=None, point_coords=None, point_labels=None):
+        def predict(self, box=None, point_coords=None, point_labels=None, **kwargs):
             if box is not None and box[0] < 1:
                 raise RuntimeError("boom")
-            return super().predict(box, point_coords, point_labels)
+            return super().predict(box, point_coords, point_labels, **kwargs)
 
     res = Pipeline(Exploding()).run(scene.image, [Prompt(box=(0.0, 0.0, 30.0, 30.0)), Prompt(box=scene.objects[0].box)])
     assert not res[0].ok and "boom" in res[0].error

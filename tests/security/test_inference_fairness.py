@@ -26,11 +26,11 @@ class SlowSegmenter(ClassicalSegmenter):
         self.calls: list[tuple[float, ...]] = []
         self.started = threading.Event()
 
-    def predict(self, box=None, point_coords=None, point_labels=None):
+    def predict(self, box=None, point_coords=None, point_labels=None, **kwargs):
         self.started.set()
         self.calls.append(tuple(float(v) for v in box))
         time.sleep(self.seconds)
-        return super().predict(box=box, point_coords=point_coords, point_labels=point_labels)
+        return super().predict(box=box, point_coords=point_coords, point_labels=point_labels, **kwargs)
 
 
 def _engine(tmp_path: Path, segmenter: SlowSegmenter, **settings) -> Engine:
