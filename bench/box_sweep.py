@@ -11,7 +11,7 @@ Two parts, both on real images:
    fields, harbors, bridges, ships), boxes jittered ±10 % (seed 0), mIoU of both paths on the same boxes, plus
    their CPU time per box.
 
-    python bench/box_sweep.py [--data ../shared/data] [--old-max-side 700] [--large 150]
+    python bench/box_sweep.py [--data DIR] [--old-max-side 700] [--large 150]
 """
 
 from __future__ import annotations

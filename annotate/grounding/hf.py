@@ -67,7 +67,10 @@ class TransformersGrounder(Grounder):
         """All raw candidates: boxes ``(N, 4)`` xyxy in pixels of ``image`` and scores ``(N,)`` in [0, 1]."""
 
     def ground(self, image: np.ndarray, expression: str, top_k: int = 5) -> list[GroundingCandidate]:
-        rgb = as_rgb(image)
+        try:
+            rgb = as_rgb(image)
+        except ValueError as exc:  # the grounder's callers handle GroundingError per prompt
+            raise GroundingError(str(exc)) from None
         height, width = rgb.shape[:2]
         with self._lock, torch.inference_mode():
             boxes, scores = self._detect(rgb, expression)

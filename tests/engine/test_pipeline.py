@@ -194,4 +194,4 @@ def test_real_isaid_subset_beats_box_fill(shared_data) -> None:
             ours.append(iou(r.mask, inst.mask))
             fill.append(iou(bench.box_fill(inst.mask.shape, inst.box), inst.mask))
     # full benchmark (190 instances): 0.79 vs 0.707, see bench/RESULTS.md
-    assert np.mean(ours) > np.mean(fill) + 0.06  # measured 0.804 vs 0.692
+    assert np.mean(ours) > np.mean(fill) + 0.09  # measured 0.804 vs 0.692 (+0.112): a broken stage-2 choice costs more
