@@ -45,7 +45,7 @@ def build_grounder(size: str, device: str):
     from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor
 
     from annotate.grounding.hf import GroundingDinoGrounder
-    from tests.tiny_grounders import build_bert_tokenizer, tiny_grounding_dino_config
+    from tests.support.tiny_grounders import build_bert_tokenizer, tiny_grounding_dino_config
 
     tokenizer = build_bert_tokenizer()
     torch.manual_seed(0)

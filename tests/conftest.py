@@ -1,4 +1,5 @@
-"""Fixtures shared by the whole test suite."""
+"""Fixtures shared by every test area: the real-data folder, tiny grounding models, synthetic Label Studio exports,
+and the real Label Studio server (started on first use)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("PSLG_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+from tests.support.labelstudio_server import labelstudio_server  # noqa: F401  (the one Label Studio server of a session)
+from tests.support.tiny_grounders import save_tiny_grounding_dino, save_tiny_owlv2
+
+from tests.support.data import SHARED_DATA
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +23,29 @@ def shared_data() -> Path:
             pytest.fail(f"real data folder {SHARED_DATA} is absent, and CI requires the real-data tests to run")
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it is only beside the repository on project machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def gdino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_grounding_dino(tmp_path_factory.mktemp("gdino") / "tiny-gdino")
+
+
+@pytest.fixture(scope="session")
+def owlv2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_owlv2(tmp_path_factory.mktemp("owlv2") / "tiny-owlv2")
+
+
+@pytest.fixture
+def per_task_export(tmp_path: Path):
+    """RRSIS-D set-up: 3 images, 6 tasks each (4 objects, 2 objects named twice)."""
+    from converters.synthetic_export import write_synthetic_export
+
+    return write_synthetic_export(tmp_path / "ls", n_images=3, tasks_per_image=6, layout="per-task", seed=3)
+
+
+@pytest.fixture
+def per_region_export(tmp_path: Path):
+    """Expressions written while annotating: 3 image-only tasks, 4 brush regions each with 2 texts."""
+    from converters.synthetic_export import write_synthetic_export
+
+    return write_synthetic_export(tmp_path / "ls", n_images=3, layout="per-region", seed=11)

@@ -5,37 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-import cv2
-import numpy as np
 import pytest
 
 from annotate.synthetic import Scene, make_scene
 from backend.app import create_app
 from backend.config import Settings
 from backend.runtime import Runtime
-from tests.labelstudio_server import labelstudio_server  # noqa: F401  (the shared session fixture)
-
-CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Text name="expression" value="$expression"/>
-  <BrushLabels name="mask" toName="image">
-    <Label value="vehicle"/><Label value="building"/><Label value="storage_tank"/><Label value="roundabout"/>
-  </BrushLabels>
-  <RectangleLabels name="box" toName="image">
-    <Label value="vehicle"/><Label value="building"/><Label value="storage_tank"/><Label value="roundabout"/>
-  </RectangleLabels>
-  <KeyPointLabels name="clicks" toName="image" smart="true"><Label value="vehicle"/></KeyPointLabels>
-  <TextArea name="note" toName="image" perRegion="true"/>
-</View>"""
-
-
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    path.write_bytes(buf.tobytes())
-    return path
-
+from tests.support.scenes import write_png
 
 @pytest.fixture(scope="session")
 def scene() -> Scene:
@@ -69,14 +45,3 @@ def make_client(tmp_path: Path, files_root: Path) -> Callable[..., object]:
     for rt in made:
         rt.trainer.wait_idle(300)
         rt.store.close()
-
-
-def task_for(scene: Scene, index: int, task_id: int, image: str = "/data/local-files/?d=scenes/a.png",
-             with_box: bool = True) -> dict:
-    obj = scene.objects[index]
-    data = {"image": image, "expression": obj.expression}
-    if with_box:
-        x0, y0, x1, y1 = obj.box
-        data["bbox"] = [x0, y0, x1 - x0, y1 - y0]  # COCO xywh pixels, as the converters' importer writes it
-    return {"id": task_id, "data": data, "annotations": [], "predictions": []}
-

@@ -8,7 +8,7 @@ import numpy as np
 from annotate.geometry import mask_iou
 from annotate.modelstore import ModelStore
 from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
-from tests.backend.conftest import CONFIG, task_for
+from tests.support.scenes import CONFIG, task_for
 
 
 def _cross_in(mask: np.ndarray) -> np.ndarray:

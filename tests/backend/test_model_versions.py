@@ -12,13 +12,13 @@ import pytest
 
 from annotate.modelstore import ModelCard, ModelStore
 from backend.model_source import configured_key
-from tests.backend.conftest import CONFIG, task_for
-from tests.e2e.harness import wait_for
+from tests.support.scenes import CONFIG, task_for
+from tests.support.e2e import wait_for
 
 
 @pytest.fixture(scope="module")
 def tiny_grounder(tmp_path_factory) -> Path:
-    from tests.tiny_grounders import save_tiny_grounding_dino
+    from tests.support.tiny_grounders import save_tiny_grounding_dino
 
     return save_tiny_grounding_dino(tmp_path_factory.mktemp("tiny-gdino") / "model")
 

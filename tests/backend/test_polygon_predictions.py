@@ -11,7 +11,7 @@ from annotate.metrics import iou
 from annotate.polygons import Tolerance
 from converters.labelstudio.brush import brush_rle_decode
 from converters.labelstudio.polygons import polygon_mask
-from tests.backend.conftest import CONFIG, task_for
+from tests.support.scenes import CONFIG, task_for
 
 POLYGON_CONFIG = (Path(__file__).resolve().parents[2] / "converters" / "configs" / "rrsis_polygon_per_task.xml").read_text()
 RECTANGLE_CONFIG = """<View>

@@ -6,7 +6,7 @@ import numpy as np
 
 from backend.config import Settings
 from converters.labelstudio.brush import brush_rle_decode
-from tests.backend.conftest import CONFIG, task_for
+from tests.support.scenes import CONFIG, task_for
 
 
 def _masks(response) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from backend.config import Settings
 from backend.engine import Engine
 from converters.labelstudio.schema import LabelSchema
 from backend.runtime import Runtime
-from tests.backend.conftest import CONFIG, task_for
+from tests.support.scenes import CONFIG, task_for
 
 
 def _brush(prediction: dict) -> dict:
@@ -133,7 +133,7 @@ def test_interactive_keypoints_rectangle_and_text(make_client, scene):
 
 def test_interactive_click_reuses_the_sam_embedding(tmp_path, files_root, scene):
     """With SAM, repeated clicks on one image run the image encoder once (the embedding is cached)."""
-    from tests.tiny_models import save_tiny_sam_checkpoint
+    from tests.support.tiny_models import save_tiny_sam_checkpoint
 
     ckpt = save_tiny_sam_checkpoint(tmp_path / "tiny.pth")
     settings = Settings(model_dir=tmp_path / "m", local_files_root=str(files_root), sam_checkpoint=str(ckpt), device="cpu")

@@ -14,8 +14,8 @@ import math
 import pytest
 
 from converters.labelstudio.schema import LabelSchema
-from tests.backend.conftest import task_for
-from tests.labelstudio_server import REPO_ROOT
+from tests.support.scenes import task_for
+from tests.support.labelstudio_server import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "converters" / "configs"
 PER_TASK = (CONFIGS / "rrsis_expression_per_task.xml").read_text()

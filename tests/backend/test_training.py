@@ -8,12 +8,12 @@ import pytest
 from converters.labelstudio.brush import brush_rle_encode
 from annotate.modelstore import ModelStore
 from backend.model_source import configured_key
-from tests.backend.conftest import CONFIG, task_for
+from tests.support.scenes import CONFIG, task_for
 
 
 @pytest.fixture(scope="module")
 def tiny_grounder(tmp_path_factory):
-    from tests.tiny_grounders import save_tiny_grounding_dino
+    from tests.support.tiny_grounders import save_tiny_grounding_dino
 
     return save_tiny_grounding_dino(tmp_path_factory.mktemp("tiny-gdino") / "model")
 

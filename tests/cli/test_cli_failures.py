@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.exports import pslg, rgb_scene, square_mask, write_export
+from tests.support.cli import pslg, rgb_scene, square_mask, write_export
 
 SIZE = 64
 
@@ -136,7 +136,7 @@ def test_unwritable_outputs_are_one_line_errors(export: Path, scene_png: Path, t
 
 
 def test_unwritable_eval_report_is_a_one_line_error_before_evaluating(tmp_path: Path) -> None:
-    from tests.cli.exports import write_rrsis_dataset
+    from tests.support.cli import write_rrsis_dataset
 
     data = write_rrsis_dataset(tmp_path, {"test": 1})
     blocker = tmp_path / "a-file"

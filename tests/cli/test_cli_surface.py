@@ -12,7 +12,7 @@ import pytest
 import typer.main
 
 from converters.cli.main import app
-from tests.cli.exports import pslg, write_rrsis_dataset
+from tests.support.cli import pslg, write_rrsis_dataset
 
 #: The commands of the datasets, segmentation, grounding and models areas (``serve`` and ``prelabel`` are
 #: documented by their own areas).

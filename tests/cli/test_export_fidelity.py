@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from converters.rrsis import read_rrsis
-from tests.cli.exports import pslg, rgb_scene, square_mask, write_export
-from tests.converters.refer_loader import REFER
+from tests.support.cli import pslg, rgb_scene, square_mask, write_export
+from tests.support.refer_loader import REFER
 
 SIZE = 64
 

@@ -19,7 +19,7 @@ from backend.prelabel.sources import TaskFile, default_label_config
 from backend.prelabel.worker import WorkerSpec
 from converters.cli.main import app
 from converters.labelstudio.brush import brush_rle_decode
-from tests.backend.conftest import write_png
+from tests.support.scenes import write_png
 
 SIZE = 192
 
@@ -197,7 +197,7 @@ def test_cached_embeddings_spare_the_backend_its_first_encoder_pass(tmp_path):
     from annotate.image_io import load_image
     from annotate.types import Prompt
     from backend.engine import Engine
-    from tests.tiny_models import save_tiny_sam_checkpoint
+    from tests.support.tiny_models import save_tiny_sam_checkpoint
 
     tasks_json, root, tasks, _ = _project(tmp_path, scenes=1, missing=False)
     ckpt = save_tiny_sam_checkpoint(tmp_path / "tiny_sam.pth")

@@ -22,8 +22,8 @@ import pytest
 from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
 from annotate.metrics import iou
 from annotate.synthetic import make_scene
-from tests.e2e.harness import Backend, batch_predict, connect, make_project, predictions_of, start_backend
-from tests.labelstudio_server import REPO_ROOT
+from tests.support.e2e import Backend, batch_predict, connect, make_project, predictions_of, start_backend
+from tests.support.labelstudio_server import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -27,8 +27,8 @@ from typing import Iterator
 import pytest
 
 from annotate.synthetic import Scene, make_scene
-from tests.e2e.harness import Backend, batch_predict, connect, make_project, predictions_of, start_backend, wait_for
-from tests.labelstudio_server import LabelStudioServer, skip_or_fail
+from tests.support.e2e import Backend, batch_predict, connect, make_project, predictions_of, start_backend, wait_for
+from tests.support.labelstudio_server import LabelStudioServer, skip_or_fail
 
 pytestmark = pytest.mark.e2e
 

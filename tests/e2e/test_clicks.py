@@ -20,8 +20,8 @@ from annotate.pipeline import Pipeline
 from annotate.segmenters import build_segmenter
 from annotate.types import Prompt
 from converters.labelstudio.brush import brush_rle_decode
-from tests.backend.conftest import write_png
-from tests.e2e.harness import Backend, connect, start_backend
+from tests.support.scenes import write_png
+from tests.support.e2e import Backend, connect, start_backend
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +76,7 @@ def test_box_then_negative_then_positive_keypoint(labelstudio_server, backend, s
     gt, box = _pick_instance(rgb, ids)
     h, w = gt.shape
 
-    from tests.e2e.harness import CONFIG
+    from tests.support.e2e import CONFIG
 
     project = ls.api("POST", "/api/projects", kind="pat", json={"title": "e2e-clicks", "label_config": CONFIG}).json()
     folder = ls.local_files_dir("e2e-clicks")

@@ -23,8 +23,8 @@ from annotate.geometry import mask_iou
 from annotate.modelstore import ModelStore
 from annotate.synthetic import make_scene
 from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
-from tests.e2e.harness import batch_predict, connect, make_project, predictions_of, start_backend, wait_for
-from tests.labelstudio_server import REPO_ROOT
+from tests.support.e2e import batch_predict, connect, make_project, predictions_of, start_backend, wait_for
+from tests.support.labelstudio_server import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 

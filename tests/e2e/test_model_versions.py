@@ -24,8 +24,8 @@ import requests
 from annotate.modelstore import ModelStore
 from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
 from annotate.synthetic import make_scene
-from tests.e2e.harness import batch_predict, connect, make_project, predictions_of, start_backend, wait_for
-from tests.labelstudio_server import REPO_ROOT
+from tests.support.e2e import batch_predict, connect, make_project, predictions_of, start_backend, wait_for
+from tests.support.labelstudio_server import REPO_ROOT
 
 # three trainings (two CLI runs, one Start Training) and four backend starts: longer than the default limit
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
@@ -61,7 +61,7 @@ def _check_stored_predictions(ls, tasks, scene, version: str, kind: str) -> None
 
 def test_trained_versions_reach_the_running_backend_and_rollback_restores_the_previous(
         labelstudio_server, tmp_path_factory):
-    from tests.tiny_grounders import save_tiny_grounding_dino, write_synthetic_rrsis
+    from tests.support.tiny_grounders import save_tiny_grounding_dino, write_synthetic_rrsis
 
     ls = labelstudio_server
     kind = "legacy"
@@ -129,7 +129,7 @@ def test_trained_versions_reach_the_running_backend_and_rollback_restores_the_pr
 def test_ls_start_training_with_a_configured_model_keeps_its_own_lineage(labelstudio_server, tmp_path_factory):
     """Configured with a model directory (not a store): Start Training writes MODEL_DIR/grounders versions that
     record the configured model, and a restarted backend configured with another model does not serve them."""
-    from tests.tiny_grounders import save_tiny_grounding_dino
+    from tests.support.tiny_grounders import save_tiny_grounding_dino
 
     ls = labelstudio_server
     kind = "legacy"

@@ -17,9 +17,9 @@ from annotate.metrics import iou
 from annotate.synthetic import make_scene
 from converters.labelstudio.polygons import polygon_mask
 from converters.labelstudio.regions import polygon_regions
-from tests.converters.helpers import coco_masks, pslg
-from tests.e2e.harness import Backend, batch_predict, connect, make_project, predictions_of, start_backend, wait_for
-from tests.labelstudio_server import REPO_ROOT
+from tests.support.cli import coco_masks, pslg
+from tests.support.e2e import Backend, batch_predict, connect, make_project, predictions_of, start_backend, wait_for
+from tests.support.labelstudio_server import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

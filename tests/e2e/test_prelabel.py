@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from annotate.synthetic import make_scene
-from tests.backend.conftest import write_png
-from tests.e2e.harness import CONFIG
-from tests.labelstudio_server import REPO_ROOT
+from tests.support.scenes import write_png
+from tests.support.e2e import CONFIG
+from tests.support.labelstudio_server import REPO_ROOT
 
 N_IMAGES, TASKS_PER_IMAGE, SIZE = 20, 10, 96
 

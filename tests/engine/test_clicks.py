@@ -136,7 +136,7 @@ def test_point_only_prompt_grows_its_region_from_the_image() -> None:
 def test_pipeline_honours_clicks_whatever_the_segmenter_does(use_mbo: bool) -> None:
     # a real SAM with random weights ignores what clicks mean; the pipeline still makes every click hold
     from annotate.segmenters.sam import SamSegmenter
-    from tests.tiny_models import build_tiny_sam
+    from tests.support.tiny_models import build_tiny_sam
 
     img, obj = _scene()
     pipe = Pipeline(SamSegmenter(None, model=build_tiny_sam(0), device="cpu"), use_cfpg=False, use_mbo=use_mbo)

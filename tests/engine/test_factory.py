@@ -15,7 +15,7 @@ from annotate.segmenters.classical import ClassicalSegmenter
 from annotate.segmenters.sam import SamCheckpointNotFoundError, SamSegmenter
 from annotate.synthetic import make_scene
 from annotate.types import Prompt
-from tests.tiny_models import save_tiny_sam_checkpoint
+from tests.support.tiny_models import save_tiny_sam_checkpoint
 
 
 @pytest.fixture()
@@ -59,7 +59,7 @@ def test_pipeline_switches_and_masks() -> None:
 
 
 def test_grounding_by_model_directory_or_store(tmp_path: Path) -> None:
-    from tests.tiny_grounders import save_tiny_grounding_dino
+    from tests.support.tiny_grounders import save_tiny_grounding_dino
 
     model = save_tiny_grounding_dino(tmp_path / "tiny")
     direct = build_pipeline(grounding=model, device="cpu")

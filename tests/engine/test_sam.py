@@ -19,7 +19,7 @@ from annotate.segmenters.sam import (
     build_sam_from_architecture,
     detect_model_type,
 )
-from tests.tiny_models import TINY_SAM_ARCHITECTURE, build_tiny_sam, save_tiny_sam_checkpoint, tiny_sam_state_dict
+from tests.support.tiny_models import TINY_SAM_ARCHITECTURE, build_tiny_sam, save_tiny_sam_checkpoint, tiny_sam_state_dict
 
 
 def _image(seed: int, h: int = 120, w: int = 200) -> np.ndarray:

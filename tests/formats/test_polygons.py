@@ -15,7 +15,7 @@ from annotate.synthetic import make_scene
 from converters.labelstudio.polygons import polygon_mask
 from converters.labelstudio.regions import polygon_regions, prediction_regions
 from converters.labelstudio.schema import LabelConfigError, LabelSchema
-from tests.converters.helpers import coco_masks, pslg
+from tests.support.cli import coco_masks, pslg
 
 CONFIGS = Path(__file__).resolve().parents[2] / "converters" / "configs"
 LABELS = '<Label value="vehicle"/><Label value="roundabout"/>'

@@ -27,9 +27,9 @@ from backend.config import Settings
 from backend.runtime import Runtime
 from backend.training import training_items
 from converters.labelstudio.regions import brush_region, rectangle_region, textarea_region
-from tests.backend.conftest import write_png
-from tests.converters.helpers import pslg
-from tests.converters.refer_loader import REFER
+from tests.support.scenes import write_png
+from tests.support.cli import pslg
+from tests.support.refer_loader import REFER
 
 CONFIGS = Path(__file__).resolve().parents[2] / "converters" / "configs"
 IMAGE_URL = "/data/local-files/?d=scenes/a.png"

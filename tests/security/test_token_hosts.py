@@ -8,7 +8,6 @@ local paths are read only under an allowed root.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

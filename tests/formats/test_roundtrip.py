@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.converters.conftest import SHARED_CONFIG, SHARED_EXPORT
-from tests.converters.helpers import coco_masks, digest, pslg
-from tests.converters.refer_loader import REFER
+from tests.support.data import SHARED_CONFIG, SHARED_EXPORT
+from tests.support.cli import coco_masks, digest, pslg
+from tests.support.refer_loader import REFER
 
 
 def _regions(tasks: list[dict], key: str = "annotations") -> dict[str, list[dict]]:

@@ -17,7 +17,7 @@ from annotate.masks import coco_rle_decode
 from annotate.metrics import iou
 from annotate.synthetic import make_scene
 from converters.cli import segment as segment_cli
-from tests.tiny_models import save_tiny_sam_checkpoint
+from tests.support.tiny_models import save_tiny_sam_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pycocotools import mask as mask_utils
 
 from annotate.synthetic import make_scene
 from converters.rrsis import assign_split, parse_ratios, read_rrsis, tokenize
-from tests.converters.helpers import digest, pslg
+from tests.support.cli import digest, pslg
 
 
 def _quirky_dataset(root: Path) -> list[tuple[str, np.ndarray, str, str]]:

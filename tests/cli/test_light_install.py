@@ -16,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "torchvision", "transformers", "segment_anything")
 
 

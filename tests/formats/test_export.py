@@ -14,8 +14,8 @@ from pycocotools import mask as mask_utils
 from annotate.masks import mask_hole_count
 from converters.export import ExportOptions, export_file
 from converters.rrsis import assign_split, read_rrsis, tokenize
-from tests.converters.helpers import coco_masks, digest, pslg
-from tests.converters.refer_loader import REFER
+from tests.support.cli import coco_masks, digest, pslg
+from tests.support.refer_loader import REFER
 
 
 def _truth_by_image(truth):

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from converters.cli.main import app
-from tests.tiny_grounders import write_synthetic_rrsis
+from tests.support.tiny_grounders import write_synthetic_rrsis
 
 runner = CliRunner()
 
@@ -76,7 +76,7 @@ def test_train_refuses_a_missing_base(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_segment_text_to_mask_with_a_trained_grounder(trained_dir: Path, dataset: Path, tmp_path: Path) -> None:
-    from tests.tiny_models import save_tiny_sam_checkpoint
+    from tests.support.tiny_models import save_tiny_sam_checkpoint
 
     image = next((dataset / "images" / "rrsisd" / "JPEGImages").glob("*.png"))
     ckpt = save_tiny_sam_checkpoint(tmp_path / "tiny_sam.pth")

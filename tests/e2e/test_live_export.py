@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.converters.helpers import coco_masks, digest, pslg
+from tests.support.cli import coco_masks, digest, pslg
 
 CONFIG = Path(__file__).resolve().parents[2] / "converters" / "configs" / "expressions_per_region.xml"
 

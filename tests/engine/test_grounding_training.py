@@ -13,7 +13,7 @@ from annotate.grounding.evaluation import evaluate_boxes, samples_from_records
 from annotate.grounding.training import TrainConfig, train_grounder
 from annotate.modelstore import ModelStore
 from converters.rrsis import read_rrsis
-from tests.tiny_grounders import FIXED_BOX, write_fixed_layout_rrsis
+from tests.support.tiny_grounders import FIXED_BOX, write_fixed_layout_rrsis
 
 # Enough steps for the 0.5 M-parameter model to move its chosen box onto the object (1 step per epoch): measured
 # over seeds 0-4, train Acc@0.5 0.5-1.0 at 120 epochs (0-1.0 at 40-80 epochs, too close to chance to test).

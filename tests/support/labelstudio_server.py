@@ -7,7 +7,7 @@ conftests import the fixture, one process is started per test session and stoppe
 
 Usage in a conftest::
 
-    from tests.labelstudio_server import labelstudio_server  # noqa: F401  (re-exported fixture)
+    from tests.support.labelstudio_server import labelstudio_server  # noqa: F401  (re-exported fixture)
 
 and in a test::
 
@@ -42,7 +42,7 @@ from typing import Literal, Optional
 import pytest
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO_ROOT / ".ls-venv" / "bin" / "label-studio"
 
 INIT_TIMEOUT_S = 300.0

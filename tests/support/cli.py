@@ -1,7 +1,9 @@
-"""Tiny Label Studio exports and RRSIS datasets written on the fly for the CLI tests (exact masks, any pixel type)."""
+"""The in-process ``pslg`` runner, and tiny Label Studio exports and RRSIS datasets written on the fly (exact masks,
+any pixel type), with mask digests and pycocotools read-back for the CLI and format tests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Optional, Sequence
@@ -74,3 +76,21 @@ def write_rrsis_dataset(root: Path, splits: dict[str, int], categories: Sequence
         ref["split"] = ref["file_name"].split("_", 1)[0]
     refs_path.write_bytes(pickle.dumps(refs, protocol=4))
     return root / "data"
+
+
+
+def digest(mask: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(mask.astype(bool)).tobytes() + str(mask.shape).encode()).hexdigest()
+
+
+def coco_masks(annotations: Path) -> dict[str, list[tuple[np.ndarray, str, dict]]]:
+    """file_name → [(mask, category name, annotation)] decoded by pycocotools' own COCO.annToMask."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(annotations))
+    out: dict[str, list] = {}
+    for img in coco.dataset["images"]:
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=[img["id"]])):
+            out.setdefault(img["file_name"], []).append(
+                (coco.annToMask(ann).astype(bool), coco.cats[ann["category_id"]]["name"], ann))
+    return out

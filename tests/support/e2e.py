@@ -12,8 +12,8 @@ from typing import Optional
 
 import requests
 
-from tests.backend.conftest import write_png
-from tests.labelstudio_server import REPO_ROOT, LabelStudioServer, free_port
+from tests.support.scenes import write_png
+from tests.support.labelstudio_server import REPO_ROOT, LabelStudioServer, free_port
 
 # the labeling config the converters ship for one expression per task (what users paste into Label Studio)
 CONFIG = (REPO_ROOT / "converters" / "configs" / "rrsis_expression_per_task.xml").read_text()
