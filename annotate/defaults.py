@@ -1,4 +1,4 @@
-"""Defaults of the stage-2 method, chosen by measurement (see bench/RESULTS.md and docs/stage2.md).
+"""Defaults of the stage-2 method, chosen by measurement (see bench/RESULTS.md and docs/stage2-method.md).
 
 They live in one place so the CLI, the backend and the benchmarks agree. The switches may differ per
 segmenter: SAM follows the paper (box + CFPG point, then MBO), the weights-free classical segmenter uses

@@ -1,6 +1,6 @@
 """Load any image the toolkit meets (PNG, JPEG, TIFF, GeoTIFF/COG, bytes from a URL) as RGB uint8 for the models.
 
-Choices (documented in docs/engine-io.md):
+Choices (documented in docs/images-and-checkpoints.md):
 
 * **Readers.** TIFF/BigTIFF/JPEG 2000 go through rasterio (GDAL), which keeps the CRS and the affine transform
   and reads any band count and dtype. Plain formats (PNG, JPEG, WebP, BMP, GIF) go through Pillow, which applies

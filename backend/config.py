@@ -78,7 +78,7 @@ def _tolerance(env: Mapping[str, str], name: str) -> Tolerance:
 
 @dataclass
 class Settings:
-    """Everything the backend reads from its environment (see docs/backend.md for the table)."""
+    """Everything the backend reads from its environment (see docs/serve-backend.md for the table)."""
 
     label_studio_url: Optional[str] = None
     label_studio_api_key: Optional[str] = field(default=None, repr=False)

@@ -3,7 +3,7 @@
 ``LabelStudioMLBase`` mirrors the shape of the maintained ``label_studio_ml.model.LabelStudioMLBase`` (project
 id, label config, ``label_interface``, ``model_version``, ``setup``/``predict``/``fit``) so people who wrote
 Label Studio backends find their way; it does not import that package (the PyPI release is obsolete, see
-docs/backend.md). ``PSLGModel`` is ours:
+docs/serve-backend.md). ``PSLGModel`` is ours:
 
 * ``predict`` without context (batch pre-labelling): expression from the task → grounding box (or the task's
   own ``bbox`` (``[x, y, w, h]`` pixels) when no grounding model is configured) → stage 2 → one ``brushlabels`` region with a label, plus

@@ -200,7 +200,7 @@ def _model_card(meta: dict[str, Any], val: Optional[BoxScores]) -> str:
         "",
         "`pslg segment IMAGE --text \"...\" --grounding DIR` (this version's directory, or the models directory "
         "for its current version), `pslg eval --grounding DIR`, or as the backend's grounding model. Each expression is one phrase; "
-        "spatial words re-rank the detector's candidates (docs/grounding.md).",
+        "spatial words re-rank the detector's candidates (docs/train-and-evaluate.md).",
         "",
         "## Limitations",
         "",

@@ -1,6 +1,6 @@
 """The weights-free segmenter: k-means-seeded GrabCut in a cropped, upsampled ROI, regularised by a shape prior.
 
-Why this design (measured in bench/stage2_isaid.py, see docs/stage2.md):
+Why this design (measured in bench/stage2_isaid.py, see docs/stage2-method.md):
 
 * GrabCut initialised from the whole box rectangle collapses or leaks on small aerial objects (0.43–0.58 mIoU
   on iSAID, below simply filling the box, 0.707). Seeding it with a k-means split of the box (foreground =
@@ -50,7 +50,7 @@ from annotate.types import SegmentationOutput
 
 @dataclass(frozen=True)
 class ClassicalParams:
-    """Hyperparameters of the classical segmenter (defaults measured on iSAID, see docs/stage2.md)."""
+    """Hyperparameters of the classical segmenter (defaults measured on iSAID, see docs/stage2-method.md)."""
 
     #: ROI margin around the box, as a fraction of the longer box side (and at least ``min_margin`` pixels).
     margin: float = 0.25

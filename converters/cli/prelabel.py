@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
                                            "(importable into Label Studio) instead of importing them into the project."),
         config: Optional[Path] = typer.Option(None, help="Labeling config XML for a tasks file (default: the "
                                               "shipped one-expression-per-task config)."),
-        checkpoint: Optional[Path] = typer.Option(None, help="Progress file (default: OUT.progress.jsonl, or "
+        progress_file: Optional[Path] = typer.Option(None, "--progress-file", help="Progress file (default: OUT.progress.jsonl, or "
                                                   "prelabel-project-N.progress.jsonl here); a rerun resumes from it."),
         workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes (each loads the models once)."),
         ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: auto (this machine's cluster), an address (ray://head:10001), or local (start one here)."),
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         chunk_size: int = typer.Option(8, "--chunk-size", min=1, help="Tasks per worker call."),
         batch_size: int = typer.Option(64, "--batch-size", min=1, help="Predictions imported per request."),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Stop after this many tasks."),
-        sam_checkpoint: Optional[str] = typer.Option(None, help="SAM checkpoint (default $PSLG_SAM_CHECKPOINT; "
+        sam_checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="SAM checkpoint, a path or a name pulled with `pslg models pull` (default $PSLG_SAM_CHECKPOINT; "
                                                      "none: the weights-free segmenter)."),
         model_type: Optional[str] = typer.Option(None, help="SAM model type (default $PSLG_SAM_MODEL_TYPE)."),
         grounding: Optional[str] = typer.Option(None, help="Grounding model (default $PSLG_GROUNDING_MODEL; "
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         """Pre-label every task that has no prediction of the current model version yet.
 
         Same models, settings (PSLG_* variables) and model_version as `pslg serve`: after a retrain, a rerun
-        re-predicts only the stale tasks. Interrupted or killed runs resume from the checkpoint without ever
+        re-predicts only the stale tasks. Interrupted or killed runs resume from the progress file without ever
         storing a second prediction of one model version for a task.
         """
         from rich.console import Console
@@ -124,8 +124,8 @@ def register(app: typer.Typer) -> None:
         except Exception as exc:  # unreadable file, unreachable server, refused token, unusable config
             console.print(f"[red]error[/red] {escape(secret_free(str(exc)))}")
             raise typer.Exit(2) from None
-        if checkpoint is None:
-            checkpoint = Path(f"{out}.progress.jsonl") if out else Path(f"prelabel-project-{project}.progress.jsonl")
+        if progress_file is None:
+            progress_file = Path(f"{out}.progress.jsonl") if out else Path(f"prelabel-project-{project}.progress.jsonl")
         spec = WorkerSpec(settings=settings, label_config=label_config,
                           project=str(project) if project is not None else None)
 
@@ -144,12 +144,12 @@ def register(app: typer.Typer) -> None:
                 t0 = time.perf_counter()
                 executor = _executor(spec, workers, ray, ray_actors, ray_gpus)
                 built_s = time.perf_counter() - t0  # in-process models load here; worker processes start later
-                report = run_prelabel(source, executor, Checkpoint(checkpoint), image_key=image_key,
+                report = run_prelabel(source, executor, Checkpoint(progress_file), image_key=image_key,
                                       chunk_size=chunk_size, store_every=batch_size, keep_predictions=out is not None,
                                       limit=limit, progress=progress)
                 report.startup_seconds += built_s
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted[/yellow]: finished tasks are recorded in {escape(str(checkpoint))}; "
+            console.print(f"[yellow]interrupted[/yellow]: finished tasks are recorded in {escape(str(progress_file))}; "
                           "run the same command again to resume")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
@@ -159,7 +159,7 @@ def register(app: typer.Typer) -> None:
             if executor is not None:
                 executor.close()
         if out is not None:
-            written = assemble_output(source, Checkpoint(checkpoint), out)
+            written = assemble_output(source, Checkpoint(progress_file), out)
             console.print(f"wrote {written} task(s) with predictions to {escape(str(out))}")
         console.print(f"model_version {escape(report.model_version)}: {report.predicted} predicted, "
                       f"{report.skipped} already up to date, {len(report.errors)} failed, of {report.total} task(s) "

@@ -1,4 +1,4 @@
-"""What ``pslg segment`` writes: mask PNGs and the ``results.json`` entries (its schema is documented in docs/segment.md)."""
+"""What ``pslg segment`` writes: mask PNGs and the ``results.json`` entries (its schema is documented in docs/segment-an-image.md)."""
 
 from __future__ import annotations
 

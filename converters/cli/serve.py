@@ -1,4 +1,4 @@
-"""``pslg serve``: the Label Studio ML backend (see docs/backend.md)."""
+"""``pslg serve``: the Label Studio ML backend (see docs/serve-backend.md)."""
 
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ def test_cached_embeddings_spare_the_backend_its_first_encoder_pass(tmp_path):
     ckpt = save_tiny_sam_checkpoint(tmp_path / "tiny_sam.pth")
     cache = tmp_path / "embeddings"
     result = _invoke(str(tasks_json), "--out", str(tmp_path / "out.json"), "--local-files-root", str(root),
-                     "--sam-checkpoint", str(ckpt), "--model-type", "auto", "--cache-embeddings", str(cache))
+                     "--checkpoint", str(ckpt), "--model-type", "auto", "--cache-embeddings", str(cache))
     assert result.exit_code == 0, result.output
     assert len(list(cache.iterdir())) == 1  # one image, one embedding
 

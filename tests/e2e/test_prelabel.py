@@ -44,7 +44,7 @@ def _prelabel(ls, project: int, checkpoint: Path, log: Path) -> subprocess.Popen
     env.update({"PYTHONPATH": str(REPO_ROOT), "LABEL_STUDIO_API_KEY": ls.pat, "COLUMNS": "200"})
     return subprocess.Popen(
         [sys.executable, "-m", "converters.cli.main", "prelabel", "--url", ls.url, "--project", str(project),
-         "--checkpoint", str(checkpoint), "--chunk-size", "5", "--batch-size", "10"],
+         "--progress-file", str(checkpoint), "--chunk-size", "5", "--batch-size", "10"],
         cwd=str(REPO_ROOT), env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
