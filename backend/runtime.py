@@ -177,7 +177,14 @@ class Runtime:
         if len(label_config.encode("utf-8", "replace")) > self.settings.max_label_config_bytes:
             log.warning("project %s: labeling config above PSLG_MAX_LABEL_CONFIG_BYTES; not kept for training", project)
             return
-        self.store.set_meta(label_config_key(project), label_config)
+        key = label_config_key(project)
+        # a new project's config is kept only while fewer than PSLG_MAX_PROJECTS are: an anonymous /setup loop
+        # must not grow the store without bound (a known project's config is always updated)
+        if self.store.get_meta(key) is None and self.store.count_meta(label_config_key("")) >= self.settings.max_projects:
+            log.warning("project %s: %d labeling configs are kept already (PSLG_MAX_PROJECTS); this one is not kept",
+                        project, self.settings.max_projects)
+            return
+        self.store.set_meta(key, label_config)
 
     # --- webhook events --------------------------------------------------------------------------------------------
     def _store(self, event: str, project_id: Any, task: Any, annotation: Any) -> tuple[str, Optional[int]]:

@@ -251,6 +251,12 @@ class TrainingStore:
             row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
+    def count_meta(self, prefix: str) -> int:
+        """How many meta keys start with ``prefix`` (e.g. the labeling configs kept per project)."""
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(*) FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff")).fetchone()
+        return int(row[0])
+
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))

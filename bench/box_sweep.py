@@ -17,7 +17,6 @@ Two parts, both on real images:
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,14 +24,13 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from annotate.geometry import mask_iou  # noqa: E402
-from annotate.pipeline import Pipeline  # noqa: E402
-from annotate.segmenters.classical import ClassicalSegmenter  # noqa: E402
-from annotate.types import Box, Prompt  # noqa: E402
+from annotate.geometry import mask_iou
+from annotate.pipeline import Pipeline
+from annotate.segmenters.classical import ClassicalSegmenter
+from annotate.types import Box, Prompt
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SIDES = (32, 64, 128, 256, 512, 1024, 1536, 0)  # 0 = the whole image
 

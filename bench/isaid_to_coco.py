@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(REPO_ROOT))
 
 from annotate.atomic import atomic_write_text
 from annotate.masks import coco_rle_encode
-from bench.stage2_isaid import BENCH_IMAGES, DEV_IMAGES, load_isaid
+from stage2_isaid import BENCH_IMAGES, DEV_IMAGES, load_isaid
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -34,14 +33,11 @@ from typing import Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from annotate.geometry import mask_iou  # noqa: E402
-from annotate.pipeline import Pipeline  # noqa: E402
-from annotate.segmenters.base import Segmenter  # noqa: E402
-from annotate.types import Box, Prompt  # noqa: E402
+from annotate.geometry import mask_iou
+from annotate.pipeline import Pipeline
+from annotate.segmenters.base import Segmenter
+from annotate.types import Box, Prompt
 
 THRESHOLDS = (0.85, 0.90)
 IOU_AFTER = (0, 1, 3, 5)
@@ -109,7 +105,7 @@ def isaid_images(root: Path, only: Sequence[str] = ()) -> Iterator[tuple[str, np
 
     ``only``: image paths relative to ``root`` without extension (e.g. ``val/images/P0003``); default all.
     """
-    from bench.stage2_isaid import CLASS_COLOURS
+    from stage2_isaid import CLASS_COLOURS
 
     id_pngs = sorted(root.rglob("*_instance_id_RGB.png"))
     if only:

@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from annotate.geometry import mask_iou  # noqa: E402
-from annotate.masks import coco_rle_decode, mask_to_polygons, polygons_to_mask  # noqa: E402
-from annotate.polygons import mask_outlines, outlines_to_mask  # noqa: E402
-from bench.stage2_isaid import BENCH_IMAGES, load_isaid  # noqa: E402
+from annotate.geometry import mask_iou
+from annotate.masks import coco_rle_decode, mask_to_polygons, polygons_to_mask
+from annotate.polygons import mask_outlines, outlines_to_mask
+from stage2_isaid import BENCH_IMAGES, load_isaid
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 TOLERANCES: tuple[str, ...] = ("0", "0.5", "1.0", "1.5", "2.0", "0.5%", "1%")
 NO_HOLES = 10**12  # min_hole_area that fills every hole

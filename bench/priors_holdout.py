@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -18,13 +17,10 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from annotate.priors import PriorSample, ShapePriors  # noqa: E402
-from annotate.quality import QualityModel  # noqa: E402
-from bench.active_loop import load_coco, prelabel  # noqa: E402
+from annotate.priors import PriorSample, ShapePriors
+from annotate.quality import QualityModel
+from active_loop import load_coco, prelabel
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

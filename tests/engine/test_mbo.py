@@ -55,3 +55,33 @@ def test_degenerate_inputs_come_back_unchanged() -> None:
     cv2.circle(disc.view(np.uint8), (40, 40), 15, 1, -1)
     out = refine_mask(flat, disc)
     assert iou(out, disc) >= 0.6
+
+
+def test_iterates_until_the_labels_stop_changing(monkeypatch) -> None:
+    """The paper's MBO re-fits the colour models and relabels until the labels settle (or ``max_iter``): a variant
+    stopped after the first graph cut must fail here. Every graph-cut pass is observed through cv2.grabCut."""
+    passes: list[np.ndarray] = []
+    real = cv2.grabCut
+
+    def spy(img, gc, *args, **kwargs):
+        out = real(img, gc, *args, **kwargs)
+        passes.append(((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).copy())
+        return out
+
+    monkeypatch.setattr(cv2, "grabCut", spy)
+    settled = 0
+    for seed in range(4):
+        scene = make_scene(seed, kinds=("building", "storage_tank"), n_objects=2)
+        for obj in scene.objects:
+            bad = _morph(obj.mask, cv2.dilate, 5)
+            passes.clear()
+            refine_mask(scene.image, bad, obj.box, max_iter=6, tol=0.005)
+            assert passes, "MBO ran no graph cut"
+            changes = [np.count_nonzero(a != b) for a, b in zip(passes, passes[1:])]
+            # it went on while labels still changed by more than tol, and stopped once they did not (or at max_iter)
+            for i, change in enumerate(changes[:-1]):
+                assert change > 0.005 * bad.sum(), f"kept iterating after the labels settled (pass {i + 2})"
+            if len(passes) < 6:
+                assert not changes or changes[-1] <= 0.005 * bad.sum()
+            settled += len(passes) >= 2
+    assert settled >= 4, f"only {settled} masks needed more than one graph-cut pass: MBO must iterate"

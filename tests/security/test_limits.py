@@ -116,3 +116,16 @@ def test_declared_sizes_are_checked_before_brush_rle_is_ever_decoded(make_app, w
     assert message in answer["errors"][0]
     store = client.application.config["PSLG_RUNTIME"].store
     assert [a.annotation_id for a in store.annotations()] == [2]
+
+
+def test_anonymous_setup_cannot_grow_the_kept_labeling_configs_without_bound(make_app):
+    """/setup keeps each project's labeling config for training; past PSLG_MAX_PROJECTS new projects are refused
+    (their configs are not stored), while a known project's config is still updated."""
+    client = make_app(max_projects=3)
+    store = client.application.config["PSLG_RUNTIME"].store
+    for project in range(10):
+        client.post("/setup", json={"project": f"{project}.1700000000", "schema": CONFIG.replace("vehicle", f"v{project}")})
+    kept = [p for p in range(10) if store.get_meta(f"label_config:{p}") is not None]
+    assert kept == [0, 1, 2]
+    client.post("/setup", json={"project": "1.1700000000", "schema": CONFIG.replace("vehicle", "car")})
+    assert "car" in store.get_meta("label_config:1")
