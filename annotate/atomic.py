@@ -16,11 +16,30 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
-def current_umask() -> int:
-    """The process umask (read without changing it), for giving temporary files normal permissions."""
-    mask = os.umask(0)
+def _umask_at_import() -> int:
+    # reading the umask means setting it; done once, while the module is imported (before any worker thread
+    # of ours writes files), never again: a flip in threaded code would let another thread create files with 0
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
+def current_umask() -> int:
+    """The process umask, for giving temporary files normal permissions, read without ever changing it.
+
+    Linux reports it in ``/proc/self/status``; elsewhere the value found when this module was imported is used.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
 
 
 @contextlib.contextmanager

@@ -57,8 +57,11 @@ def build_pipeline(
     use_mbo: Optional[bool] = None,
     segmenter: Optional[Segmenter] = None,
     cache_size: int = 8,
+    cfpg_params: Optional[dict] = None,
+    mbo_params: Optional[dict] = None,
 ) -> Pipeline:
-    """The pipeline for these settings (``segmenter`` replaces building one, e.g. to share its cache)."""
+    """The pipeline for these settings (``segmenter`` replaces building one, e.g. to share its cache or to measure
+    a configured variant; ``cfpg_params`` / ``mbo_params`` override those steps' hyperparameters)."""
     seg = segmenter if segmenter is not None else build_segmenter(checkpoint, model_type, device, cache_size)
     grounder = load_grounding(grounding, device=device)
-    return Pipeline(seg, grounder, use_cfpg=use_cfpg, use_mbo=use_mbo)
+    return Pipeline(seg, grounder, use_cfpg=use_cfpg, use_mbo=use_mbo, cfpg_params=cfpg_params, mbo_params=mbo_params)

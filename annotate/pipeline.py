@@ -74,6 +74,16 @@ class Pipeline:
         self._edits = EditCache(32)
         self._edits_key: Optional[str] = None
 
+    def with_parts(self, segmenter: Optional[Segmenter] = None, grounder: Optional[Grounder] = None) -> "Pipeline":
+        """The same pipeline (switches and step parameters) with a new segmenter and/or grounder.
+
+        Why: a retrain replaces one part (new grounder weights, learned shape priors) while the user's settings stay.
+        """
+        return Pipeline(self.segmenter if segmenter is None else segmenter,
+                        self.grounder if grounder is None else grounder,
+                        use_cfpg=self.use_cfpg, use_mbo=self.use_mbo,
+                        cfpg_params=self.cfpg_params, mbo_params=self.mbo_params)
+
     @property
     def model_version(self) -> str:
         """Segmenter name, grounder version and the CFPG/MBO switches: changes whenever predictions may change."""

@@ -249,7 +249,6 @@ class Engine:
 
     def adopt_learned(self, learned: Learned) -> str:
         """Serve a newly trained learned stage 2 (new segmenter priors, new score); returns the model version."""
-        from annotate.pipeline import Pipeline
 
         old = self.pipeline
         segmenter = old.segmenter
@@ -258,8 +257,7 @@ class Engine:
 
             segmenter = ClassicalSegmenter(params=segmenter.params, click_params=segmenter.click_params,
                                            priors=learned.priors)
-        new = Pipeline(segmenter, old.grounder, use_cfpg=old.use_cfpg, use_mbo=old.use_mbo,
-                       cfpg_params=old.cfpg_params, mbo_params=old.mbo_params)
+        new = old.with_parts(segmenter=segmenter)
         with self._run_lock:
             self._pipeline = new
             self.learned = learned
@@ -382,11 +380,9 @@ class Engine:
         The segmenter (and its embedding cache) is kept; only the grounding model changes. ``serving`` is the
         ``model_source.Candidate`` it was loaded from.
         """
-        from annotate.pipeline import Pipeline
 
         old = self.pipeline
-        new = Pipeline(old.segmenter, grounder, use_cfpg=old.use_cfpg, use_mbo=old.use_mbo,
-                       cfpg_params=old.cfpg_params, mbo_params=old.mbo_params)
+        new = old.with_parts(grounder=grounder)
         previous = self.model_version
         with self._run_lock:
             self._pipeline = new

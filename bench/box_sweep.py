@@ -26,6 +26,7 @@ import numpy as np
 
 
 from annotate.geometry import mask_iou
+from annotate.factory import build_pipeline
 from annotate.pipeline import Pipeline
 from annotate.segmenters.classical import ClassicalSegmenter
 from annotate.types import Box, Prompt
@@ -37,12 +38,12 @@ SIDES = (32, 64, 128, 256, 512, 1024, 1536, 0)  # 0 = the whole image
 
 def bounded() -> Pipeline:
     """Today's default: ROI and MBO crop processed at a bounded resolution."""
-    return Pipeline(ClassicalSegmenter())
+    return build_pipeline(segmenter=ClassicalSegmenter())
 
 
 def full_resolution() -> Pipeline:
     """The path before bounding, kept callable: every ROI and MBO crop at full resolution."""
-    return Pipeline(ClassicalSegmenter(max_roi_side=0), mbo_params={"max_side": 0})
+    return build_pipeline(segmenter=ClassicalSegmenter(max_roi_side=0), mbo_params={"max_side": 0})
 
 
 def cpu_seconds(pipe: Pipeline, rgb: np.ndarray, box: Box) -> tuple[float, np.ndarray]:

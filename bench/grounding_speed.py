@@ -5,7 +5,7 @@ here. Both models are built at their real sizes offline:
 - Grounding DINO with the ``IDEA-Research/grounding-dino-tiny`` architecture (transformers' default
   ``GroundingDinoConfig``: Swin-T image backbone, BERT-base text encoder, 900 queries, 6+6 layers; 172 M
   parameters) and the processor settings of that checkpoint (shortest edge 800, longest 1333). The tokenizer
-  is an offline BERT WordPiece vocabulary with bert-base-uncased's special ids (tests/tiny_grounders.py):
+  is an offline BERT WordPiece vocabulary with bert-base-uncased's special ids (tests/support/tiny_grounders.py):
   per-expression cost depends on the token count, which is of the same order.
 - SAM ViT-B (``sam_model_registry["vit_b"]``), through the toolkit's ``SamSegmenter`` and ``Pipeline`` with its
   default CFPG / MBO switches, so the figure is what ``pslg segment --text`` costs per expression.

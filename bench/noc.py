@@ -35,6 +35,7 @@ import numpy as np
 
 
 from annotate.geometry import mask_iou
+from annotate.factory import build_pipeline
 from annotate.pipeline import Pipeline
 from annotate.segmenters.base import Segmenter
 from annotate.types import Box, Prompt
@@ -231,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.coco is not None and args.image_root is None:
         ap.error("--coco needs --image-root")
 
-    from annotate.segmenters import build_segmenter
+    from annotate.factory import build_segmenter
 
     cv2.setNumThreads(max(1, args.threads))
     images = coco_images(args.coco, args.image_root) if args.coco is not None else isaid_images(args.isaid, args.isaid_images)
@@ -245,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             break
         if segmenter is None or args.checkpoint is None:
             segmenter = build_segmenter(args.checkpoint, device=args.device)  # SAM loads once; classical per image
-        pipe = Pipeline(segmenter)
+        pipe = build_pipeline(segmenter=segmenter)
         for inst in instances:
             if args.limit and len(traces) >= args.limit:
                 break
@@ -258,7 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         by_class[tr.category].append(tr)
     report = {
         "segmenter": segmenter.name if segmenter is not None else "",
-        "pipeline": Pipeline(segmenter).model_version if segmenter is not None else "",
+        "pipeline": build_pipeline(segmenter=segmenter).model_version if segmenter is not None else "",
         "max_clicks": args.max_clicks,
         "seed": args.seed,
         "overall": summarise(traces, args.max_clicks),
@@ -277,12 +278,11 @@ def point_only(images: Iterator[tuple[str, np.ndarray, list[Instance]]], args: a
     from rich.console import Console
     from rich.table import Table
 
-    from annotate.segmenters import build_segmenter
 
     ious: dict[str, list[float]] = defaultdict(list)
     n = 0
     for name, rgb, instances in images:
-        pipe = Pipeline(build_segmenter(args.checkpoint, device=args.device))
+        pipe = build_pipeline(args.checkpoint, device=args.device)
         for inst in instances:
             if args.limit and n >= args.limit:
                 break

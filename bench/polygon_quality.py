@@ -50,11 +50,10 @@ def isaid_masks(data: Path, predicted: bool) -> list[np.ndarray]:
     images = load_isaid(data, BENCH_IMAGES)
     if not predicted:
         return [inst.mask for img in images for inst in img.instances]
-    from annotate.pipeline import Pipeline
-    from annotate.segmenters import build_segmenter
+    from annotate.factory import build_pipeline
     from annotate.types import Prompt
 
-    pipeline = Pipeline(build_segmenter(None))
+    pipeline = build_pipeline()
     out = []
     for img in images:
         results = pipeline.run(img.rgb, [Prompt(box=inst.box) for inst in img.instances])

@@ -1,4 +1,4 @@
-"""End to end against a real Label Studio 1.23 server (tests/labelstudio_server.py) and `pslg serve` (gunicorn).
+"""End to end against a real Label Studio 1.23 server (tests/support/labelstudio_server.py) and `pslg serve` (gunicorn).
 
 What this proves, in Label Studio's own terms: a project with our labeling config, tasks whose images Label
 Studio serves (local-files storage, token-protected), our backend connected through the API, batch predictions
