@@ -106,7 +106,7 @@ def isaid_images(root: Path, only: Sequence[str] = ()) -> Iterator[tuple[str, np
 
     ``only``: image paths relative to ``root`` without extension (e.g. ``val/images/P0003``); default all.
     """
-    from stage2_isaid import CLASS_COLOURS
+    from stage2_isaid import isaid_instances
 
     id_pngs = sorted(root.rglob("*_instance_id_RGB.png"))
     if only:
@@ -114,20 +114,9 @@ def isaid_images(root: Path, only: Sequence[str] = ()) -> Iterator[tuple[str, np
     if not id_pngs:
         raise SystemExit(f"no iSAID *_instance_id_RGB.png files under {root}")
     for id_png in id_pngs:
-        stem = id_png.name[: -len("_instance_id_RGB.png")]
-        rgb = _read_rgb(id_png.with_name(f"{stem}.png"))
-        ids_rgb = _read_rgb(id_png).astype(np.int64)
-        colour = _read_rgb(id_png.with_name(f"{stem}_instance_color_RGB.png"))
-        ids = ids_rgb[..., 0] + 256 * ids_rgb[..., 1] + 65536 * ids_rgb[..., 2]
-        instances = []
-        for iid in np.unique(ids):
-            if iid == 0:
-                continue
-            m = ids == iid
-            ys, xs = np.nonzero(m)
-            cat = CLASS_COLOURS.get(tuple(int(v) for v in colour[ys[0], xs[0]]), "other")
-            instances.append(Instance(mask=m, category=cat))
-        yield str(id_png.relative_to(root).with_name(stem)), rgb, instances
+        rel = str(id_png.relative_to(root))[: -len("_instance_id_RGB.png")]
+        rgb, found = isaid_instances(root, rel)
+        yield rel, rgb, [Instance(mask=m, category=cat) for m, cat in found]
 
 
 def jittered_box(mask: np.ndarray, rng: np.random.Generator, jitter: float = JITTER) -> Box:

@@ -71,24 +71,34 @@ def load_isaid(data: Path, images: Sequence[str], jitter: float = JITTER, seed: 
     rng = np.random.default_rng(seed)
     out: list[BenchImage] = []
     for rel in images:
-        rgb = _read_rgb(root / f"{rel}.png")
-        ids_rgb = _read_rgb(root / f"{rel}_instance_id_RGB.png").astype(np.int64)
-        colour = _read_rgb(root / f"{rel}_instance_color_RGB.png")
-        ids = ids_rgb[..., 0] + 256 * ids_rgb[..., 1] + 65536 * ids_rgb[..., 2]
+        rgb, found = isaid_instances(root, rel)
         instances = []
-        for iid in np.unique(ids):
-            if iid == 0:
-                continue
-            mask = ids == iid
+        for mask, cat in found:
             ys, xs = np.nonzero(mask)
             x0, y0, x1, y1 = float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
             w, h = x1 - x0, y1 - y0
             j = rng.uniform(-jitter, jitter, size=4)
             box = (x0 + j[0] * w, y0 + j[1] * h, x1 + j[2] * w, y1 + j[3] * h)
-            cat = CLASS_COLOURS.get(tuple(int(v) for v in colour[ys[0], xs[0]]), "other")
             instances.append(Instance(mask=mask, box=box, category=cat))
         out.append(BenchImage(name=Path(rel).name, rgb=rgb, instances=instances))
     return out
+
+
+def isaid_instances(root: Path, rel: str) -> tuple[np.ndarray, list[tuple[np.ndarray, str]]]:
+    """One iSAID image (``rel`` without extension, under ``root``) and its instances as (mask, class name):
+    ids from ``*_instance_id_RGB.png`` (R + 256·G + 65536·B, 0 = background), classes from the colour PNG."""
+    rgb = _read_rgb(root / f"{rel}.png")
+    ids_rgb = _read_rgb(root / f"{rel}_instance_id_RGB.png").astype(np.int64)
+    colour = _read_rgb(root / f"{rel}_instance_color_RGB.png")
+    ids = ids_rgb[..., 0] + 256 * ids_rgb[..., 1] + 65536 * ids_rgb[..., 2]
+    found = []
+    for iid in np.unique(ids):
+        if iid == 0:
+            continue
+        mask = ids == iid
+        ys, xs = np.nonzero(mask)
+        found.append((mask, CLASS_COLOURS.get(tuple(int(v) for v in colour[ys[0], xs[0]]), "other")))
+    return rgb, found
 
 
 def box_fill(shape: tuple[int, int], box: Box) -> np.ndarray:
