@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator
 
 import pytest
 
 from annotate.synthetic import Scene, make_scene
-from backend.app import create_app
 from backend.config import Settings
-from backend.runtime import Runtime
+from tests.support.backend import runtime_clients
 from tests.support.scenes import write_png
+
 
 @pytest.fixture(scope="session")
 def scene() -> Scene:
@@ -28,20 +28,8 @@ def files_root(tmp_path: Path, scene: Scene) -> Path:
 
 
 @pytest.fixture()
-def make_client(tmp_path: Path, files_root: Path) -> Callable[..., object]:
+def make_client(tmp_path: Path, files_root: Path) -> Iterator[Callable[..., object]]:
     """Build a Flask test client around a fresh runtime (models loaded before it returns)."""
-    made: list[Runtime] = []
-
-    def _make(settings: Optional[Settings] = None, **overrides):
-        settings = settings or Settings(model_dir=tmp_path / "model", local_files_root=str(files_root), **overrides)
-        runtime = Runtime(settings)
-        assert runtime.engine.wait_ready(120), runtime.engine.error
-        made.append(runtime)
-        app = create_app(settings, runtime=runtime)
-        app.testing = True
-        return app.test_client()
-
-    yield _make
-    for rt in made:
-        rt.trainer.wait_idle(300)
-        rt.store.close()
+    with runtime_clients() as make:
+        yield lambda settings=None, **overrides: make(
+            settings or Settings(model_dir=tmp_path / "model", local_files_root=str(files_root), **overrides))

@@ -6,6 +6,7 @@ where a token went (and where it never went).
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 import pytest
+
+from tests.support.backend import runtime_clients
 
 LEGACY = "0123456789abcdef0123456789abcdef01234567"
 PAT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0b2tlbl90eXBlIjoicmVmcmVzaCJ9.c2lnbmF0dXJl"
@@ -127,25 +130,11 @@ def weights_free_engine():
 @pytest.fixture()
 def make_app(tmp_path, weights_free_engine):
     """Build the backend's Flask test client around a fresh runtime (own settings, store and caches)."""
-    from backend.app import create_app
     from backend.config import Settings
-    from backend.runtime import Runtime
 
-    made = []
-
-    def _make(**overrides):
-        settings = Settings(model_dir=tmp_path / f"model{len(made)}", **overrides)
-        runtime = Runtime(settings, engine=weights_free_engine)
-        assert runtime.engine.wait_ready(120), runtime.engine.error
-        made.append(runtime)
-        app = create_app(settings, runtime=runtime)
-        app.testing = True
-        return app.test_client()
-
-    yield _make
-    for runtime in made:
-        runtime.trainer.wait_idle(60)
-        runtime.store.close()
+    counter = itertools.count()
+    with runtime_clients(engine=weights_free_engine, train_wait_s=60) as make:
+        yield lambda **overrides: make(Settings(model_dir=tmp_path / f"model{next(counter)}", **overrides))
 
 
 def box_task(task_id: int, image: str) -> dict:
