@@ -25,9 +25,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from proctree_cpu import TreeCPU
+from serving import serve
 
 from annotate.geometry import pixels_to_percent_point
-from proctree_cpu import TreeCPU
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,37 +45,8 @@ CONFIG = """<View><Image name="image" value="$image"/><Text name="expression" va
 <Label value="vehicle"/></KeyPointLabels></View>"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
-
-
-def serve(env: dict[str, str], work: Path, tag: str):
-    """Start ``pslg serve``; return (process, url, /health body, seconds until ready)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = work / f"backend-{tag}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "converters.cli.main", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), "--threads", "16"], cwd=str(REPO), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    t0 = time.perf_counter()
-    while True:
-        try:
-            health = requests.get(f"{url}/health", timeout=2).json()
-            if health.get("ready"):
-                return proc, url, health, time.perf_counter() - t0
-            if health.get("models") == "error":
-                raise SystemExit(f"backend failed to load: {health.get('error')}")
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.perf_counter() - t0 > 600:
-            raise SystemExit(f"backend did not start; log: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
 
 
 def load(url: str, payloads: list[dict], clients: int, check) -> tuple[list[float], float]:

@@ -25,12 +25,8 @@ import json
 import os
 import platform
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,19 +34,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import requests
+from serving import serve
 
-REPO = Path(__file__).resolve().parents[1]
 
 CONFIG = """<View><Image name="image" value="$image"/><Text name="expression" value="$expression"/>
 <BrushLabels name="mask" toName="image"><Label value="vehicle"/><Label value="building{i}"/></BrushLabels></View>"""
 
 UNREACHABLE = str(1 << 50)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def image_server(images: list[bytes]) -> tuple[ThreadingHTTPServer, str]:
@@ -104,29 +94,9 @@ def memory_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def start(env: dict[str, str], work: Path, tag: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = work / f"backend-{tag}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "converters.cli.main", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), "--threads", "8"], cwd=str(REPO), env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 300:
-        try:
-            if requests.get(f"{url}/health", timeout=2).json().get("ready"):
-                return proc, url
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise SystemExit(f"backend did not start; log: {log.read_text()[-2000:]}")
-
-
 def soak(env: dict[str, str], work: Path, tag: str, image_urls: list[str], args) -> list[tuple[str, float, float, str]]:
     """Run the four phases against one backend; rows of (phase, RSS MiB, peak MiB, outcome)."""
-    proc, url = start(env, work, tag)
+    proc, url, _, _ = serve(env, work, tag, threads=8, timeout_s=300)
     pid = worker_pid(proc.pid)
     rows = [("started", *memory_mib(pid), "")]
     try:

@@ -23,7 +23,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,16 +30,10 @@ import time
 from pathlib import Path
 
 import requests
-
 from proctree_cpu import TreeCPU
+from serving import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_tasks(root: Path, images: int, per_image: int, size: int) -> list[dict]:
