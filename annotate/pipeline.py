@@ -44,6 +44,23 @@ def _check_points(prompt: Prompt, width: int, height: int) -> tuple[list[Point],
     return points, labels
 
 
+def _shown_mask(prompt: Prompt, height: int, width: int) -> Optional[np.ndarray]:
+    """The prompt's mask being corrected, checked against the image size (None when the prompt has none)."""
+    if prompt.mask is None:
+        return None
+    mask = np.asarray(prompt.mask)
+    if mask.shape != (height, width):
+        raise PromptError(f"the mask being corrected is {mask.shape[1]}×{mask.shape[0]} but the image is {width}×{height}")
+    return mask.astype(bool, copy=False)
+
+
+def _mask_digest(mask: np.ndarray) -> str:
+    """A short content key of a mask (the edit cache keys sessions by the mask they started from)."""
+    import hashlib
+
+    return hashlib.blake2b(np.packbits(mask.ravel()).tobytes(), digest_size=12).hexdigest()
+
+
 class Pipeline:
     """Answers prompts on one image: optional grounding, CFPG point, segmenter, MBO refinement.
 
@@ -161,7 +178,22 @@ class Pipeline:
             raise PromptError("the prompt has no box, no points and no text: nothing says which object to segment")
 
         user_points, user_labels = list(points), list(labels)
-        if user_points and box is not None and getattr(self.segmenter, "clicks_as_edits", False):
+        shown = _shown_mask(prompt, height, width)
+        if shown is not None and user_points:
+            # the annotator corrects a mask they see (a pre-label, an earlier answer): the clicks refine *that*
+            # mask, with whatever segmenter is loaded, instead of segmenting from the clicks alone
+            from annotate.clicks import edit_session
+
+            if image_key is None or image_key != self._edits_key:
+                self._edits.clear()
+            self._edits_key = image_key
+            clicks = [(pt, lab) for pt, lab in zip(user_points, user_labels)]
+            t = time.perf_counter()
+            key = (image_key, "shown", _mask_digest(shown), None if box is None else tuple(round(v, 3) for v in box))
+            mask, score = edit_session(rgb, key, lambda: (shown, 1.0), clicks,
+                                       self._edits if image_key is not None else None)
+            timings["clicks"] = (time.perf_counter() - t) * 1000.0
+        elif user_points and box is not None and getattr(self.segmenter, "clicks_as_edits", False):
             # the box is segmented and refined once; each click then edits that mask locally, in order, so a
             # click changes the mask only around itself and a later refinement never undoes it (annotate.clicks)
             from annotate.clicks import edit_session
@@ -191,7 +223,11 @@ class Pipeline:
                 features=features,
             )
         if box is not None:
+            from annotate.confine import confine_to_box
             from annotate.quality import mask_box_features
+
+            # the mask stays in its box (plus a margin for loose boxes) unless a positive click lies beyond it
+            mask = confine_to_box(mask, box, user_points, user_labels)
 
             features.update(mask_box_features(mask, box, (height, width)))
 

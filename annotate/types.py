@@ -32,6 +32,9 @@ class Prompt:
     text: Optional[str] = None
     #: The object's class, when known (a task's label): picks the segmenter's learned shape prior.
     category: Optional[str] = None
+    #: The mask being corrected (what the annotator sees: a pre-label or an earlier answer), ``bool`` (H, W).
+    #: With points, the answer is that mask refined by the clicks, not a new mask from the clicks alone.
+    mask: Optional[np.ndarray] = None
 
 
 @dataclass

@@ -108,6 +108,10 @@ class Settings:
     local_image_root: Optional[str] = None
     image_cache_bytes: int = DEFAULT_IMAGE_CACHE_BYTES
     image_cache_items: int = DEFAULT_IMAGE_CACHE_ITEMS
+    #: interactive sessions (backend.sessions): how many, how many bytes of masks, forgotten after this idle time
+    session_items: int = 256
+    session_bytes: int = 64 << 20
+    session_ttl_s: float = 1800.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_projects: int = DEFAULT_MAX_PROJECTS
     max_label_config_bytes: int = DEFAULT_MAX_LABEL_CONFIG_BYTES
@@ -150,6 +154,9 @@ class Settings:
             local_image_root=_str(env, "PSLG_LOCAL_IMAGE_ROOT"),
             image_cache_bytes=_int(env, "PSLG_IMAGE_CACHE_BYTES", DEFAULT_IMAGE_CACHE_BYTES),
             image_cache_items=_int(env, "PSLG_IMAGE_CACHE_ITEMS", DEFAULT_IMAGE_CACHE_ITEMS),
+            session_items=_int(env, "PSLG_SESSION_ITEMS", 256),
+            session_bytes=_int(env, "PSLG_SESSION_BYTES", 64 << 20),
+            session_ttl_s=float(_int(env, "PSLG_SESSION_TTL", 1800)),
             max_request_bytes=_int(env, "PSLG_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
             max_projects=_int(env, "PSLG_MAX_PROJECTS", DEFAULT_MAX_PROJECTS),
             max_label_config_bytes=_int(env, "PSLG_MAX_LABEL_CONFIG_BYTES", DEFAULT_MAX_LABEL_CONFIG_BYTES),

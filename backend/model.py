@@ -105,6 +105,15 @@ class PSLGModel(LabelStudioMLBase):
         return self._predict_batch(tasks)
 
     def _predict_interactive(self, task: dict, context: dict) -> dict:
+        """One answer to an annotator's interactive request: their clicks refine the mask they see.
+
+        Label Studio sends only the regions of the tool just used (keypoints without the rectangle or the
+        pre-label), so the request is combined with the task's interactive session (``backend.sessions``): the
+        box (a rectangle in the context, else the one the session started with: the task's box or the
+        pre-label's grounding box), the mask being corrected (the newest draft, annotation or prediction of the
+        task that holds one) and every click so far. The answer's region carries the corrected region's id, so
+        accepting it in Label Studio replaces that region instead of adding a second mask.
+        """
         version = self.model_version
         tid = task.get("id")
         data = task.get("data") or {}
@@ -116,6 +125,16 @@ class PSLGModel(LabelStudioMLBase):
             prompt, hint = context_prompt(context, image.width, image.height)
             if prompt.box is None and not prompt.points and not prompt.text:
                 raise ValueError("the interactive context has no keypoint, rectangle or typed expression")
+            session = self._session_for(task, image, prompt)
+            region_id = None
+            if session is not None:
+                keypoints = list(zip(prompt.points, prompt.point_labels))
+                clicks = session.take_keypoints(keypoints)
+                prompt.points, prompt.point_labels = [c[0] for c in clicks], [c[1] for c in clicks]
+                prompt.box = session.box
+                prompt.mask = session.base_mask()
+                region_id = session.region_id
+                hint = hint or session.label
             if prompt.text and prompt.box is None and not prompt.points and not self.runtime.engine.has_grounder:
                 box = task_box(data, image.width, image.height)
                 if box is None:
@@ -124,13 +143,56 @@ class PSLGModel(LabelStudioMLBase):
             result = self.runtime.engine.run(image.rgb, [prompt], image.key)[0]
             if not result.ok:
                 raise ValueError(result.error)
+            if session is not None:
+                from backend.sessions import mask_digest
+
+                session.last_answer = mask_digest(result.mask)
         except Exception as exc:
             log.warning("task %s: interactive prediction failed: %s", tid, exc)
             return self._empty(version, f"interactive prediction failed: {exc}")
         expression = prompt.text or self.schema.expression(data)
         label = self.schema.choose_label(expression, data, hint=hint)
         regions = self._regions(image, result, label, None, with_box=False)
+        if region_id and len(regions) == 1 and regions[0].get("type") == "brushlabels":
+            regions[0]["id"] = region_id
         return {"result": regions, "score": self.runtime.engine.score(result), "model_version": version}
+
+    def _session_for(self, task: dict, image: LoadedImage, prompt: Prompt):
+        """The click session this request continues or starts; None when the context is not keypoints alone.
+
+        A rectangle in the context starts a new object (the drawn box is segmented, later clicks refine that);
+        a typed expression is answered on its own. Keypoints alone continue the task's session, or start one
+        from what the annotator sees: the mask of the newest draft, annotation or prediction (with the box
+        nested under it, else the task's box, else the mask's own extent).
+        """
+        from annotate.geometry import mask_box
+        from backend.sessions import Sessions, mask_digest
+        from converters.labelstudio.shown import requesting_user, shown_region
+
+        sessions = self.runtime.sessions
+        key = Sessions.key(self.project_id, task.get("id"), requesting_user(task))
+        if prompt.box is not None:
+            sessions.start(key, image.key, prompt.box, None, None, None, "rectangle")
+            return None
+        if not prompt.points:
+            return None
+        session = sessions.get(key, image.key)
+        shown = shown_region(task, self.schema, image.width, image.height, prompt.points, self.model_version)
+        if session is not None:
+            edited_by_hand = (shown is not None and shown.source != "prediction"
+                              and mask_digest(shown.mask) not in (session.base_digest, session.last_answer))
+            if not edited_by_hand:
+                return session
+        data = task.get("data") or {}
+        box = task_box(data, image.width, image.height)
+        if shown is not None:
+            box = shown.box or box or mask_box(shown.mask)
+            log.info("task %s: clicks refine the %s mask%s", task.get("id"), shown.source,
+                     f" (region {shown.region_id})" if shown.region_id else "")
+            return sessions.start(key, image.key, box, shown.mask, shown.region_id, shown.label, shown.source)
+        if box is None:
+            return None  # nothing shown and no box: the clicks alone say where the object is
+        return sessions.start(key, image.key, box, None, None, None, "task box")
 
     def _predict_batch(self, tasks: list[dict], errors: Optional[dict[int, str]] = None) -> list[dict]:
         """One prediction per task (empty when the task cannot be predicted), same order.

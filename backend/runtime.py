@@ -81,6 +81,10 @@ class Runtime:
         self.engine = engine or Engine(settings).start()
         #: decoded task images by (project, URL), bounded by PSLG_IMAGE_CACHE_BYTES and PSLG_IMAGE_CACHE_ITEMS
         self.images = LRUCache(size=settings.image_cache_items, max_bytes=settings.image_cache_bytes)
+        from backend.sessions import Sessions
+
+        #: interactive click sessions by (project, task, user), bounded by PSLG_SESSION_ITEMS / _BYTES / _TTL
+        self.sessions = Sessions(settings.session_items, settings.session_bytes, settings.session_ttl_s)
         self._fetchers = LRUCache(size=settings.max_projects + 1, sizeof=lambda _: 0)
         # not an LRU: evicting a project would let an anonymous /setup re-point it afterwards (see remember_setup)
         self._setup_creds: dict[str, tuple[str, str]] = {}
