@@ -125,6 +125,9 @@ class PSLGModel(LabelStudioMLBase):
             prompt, hint = context_prompt(context, image.width, image.height)
             if prompt.box is None and not prompt.points and not prompt.text:
                 raise ValueError("the interactive context has no keypoint, rectangle or typed expression")
+            log.info("task %s: interactive request: %d keypoint(s) (%d negative), %s, %s", tid, len(prompt.points),
+                     prompt.point_labels.count(0), "a rectangle" if prompt.box is not None else "no rectangle",
+                     "a typed expression" if prompt.text else "no text")
             session = self._session_for(task, image, prompt)
             region_id = None
             if session is not None:
@@ -178,11 +181,9 @@ class PSLGModel(LabelStudioMLBase):
             return None
         session = sessions.get(key, image.key)
         shown = shown_region(task, self.schema, image.width, image.height, prompt.points, self.model_version)
-        if session is not None:
-            edited_by_hand = (shown is not None and shown.source != "prediction"
-                              and mask_digest(shown.mask) not in (session.base_digest, session.last_answer))
-            if not edited_by_hand:
-                return session
+        if session is not None and session.continues(
+                None if shown is None else mask_digest(shown.mask), list(zip(prompt.points, prompt.point_labels))):
+            return session
         data = task.get("data") or {}
         box = task_box(data, image.width, image.height)
         if shown is not None:

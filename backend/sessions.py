@@ -24,6 +24,10 @@ from annotate.types import Box, Point
 
 Click = tuple[Point, int]
 
+#: Seconds after an answer during which keypoints that vanished from the canvas count as an accepted suggestion
+#: (Label Studio removes them on accept) even though the annotator's draft does not show the answer yet.
+ACCEPT_GRACE_S = 15.0
+
 
 def _pack(mask: np.ndarray) -> tuple[bytes, tuple[int, int]]:
     return np.packbits(np.asarray(mask, bool).ravel()).tobytes(), tuple(mask.shape)  # type: ignore[return-value]
@@ -69,6 +73,28 @@ class Session:
 
     def base_mask(self) -> Optional[np.ndarray]:
         return None if self.base is None else _unpack(*self.base)
+
+    def continues(self, shown_digest: Optional[str], keypoints: Sequence[Click], grace_s: float = ACCEPT_GRACE_S) -> bool:
+        """Whether a request whose task shows the mask ``shown_digest`` and carries ``keypoints`` continues this session.
+
+        * The annotator sees this session's last answer (accepted, and saved in their draft): yes.
+        * A session started from a drawn rectangle: yes (the rectangle is explicit; a new one starts anew).
+        * The mask shown is the one the session started from: yes while keypoints of the previous request are
+          still on the canvas (suggestion pending), or within ``grace_s`` of the last answer (accepted, not yet
+          saved as a draft); otherwise the earlier clicks were dropped with their suggestion (rejected, or the
+          task reopened) and a new session starts.
+        * Any other mask (edited by hand with the brush, another annotation): no.
+        """
+        if shown_digest is not None and shown_digest == self.last_answer:
+            return True
+        if self.base is None and self.base_source == "rectangle":
+            return True
+        if shown_digest != self.base_digest:
+            return False
+        sent = {((float(x), float(y)), int(v)) for (x, y), v in keypoints}
+        if any(c in sent for c in self.last_keypoints):
+            return True
+        return time.monotonic() - self.touched <= grace_s
 
     def take_keypoints(self, keypoints: Sequence[Click]) -> list[Click]:
         """The session's clicks after a request that carries ``keypoints``; remembers them.

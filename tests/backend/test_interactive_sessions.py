@@ -180,3 +180,24 @@ def test_a_box_prompts_mask_stays_in_its_box(positive_outside):
     assert out[20:60, 20:50].all()  # nothing inside the box is lost
     assert out[40, 52]  # within the 10 % margin (3 px) of a loose box
     assert out[40, 80] == positive_outside  # beyond it only where a positive click says the object goes on
+
+
+def test_a_session_continues_only_on_the_mask_it_made_or_started_from():
+    """Reopening a task (or rejecting the suggestion) drops the clicks; an accepted answer keeps them."""
+    from backend.sessions import _pack, mask_digest
+
+    base = np.zeros((20, 20), bool)
+    base[5:10, 5:10] = True
+    answer = base.copy()
+    answer[10:12, 5:10] = True
+    session = Session(image_key="k", box=None, region_id=None, label=None, base=_pack(base), base_source="prediction")
+    a, b = ((6.0, 11.0), 1), ((15.0, 15.0), 0)
+    session.take_keypoints([a])
+    session.last_answer = mask_digest(answer)
+    assert session.continues(mask_digest(answer), [b])  # the draft shows the accepted answer
+    assert session.continues(mask_digest(base), [a, b])  # suggestion pending: its keypoint is still there
+    assert session.continues(mask_digest(base), [b], grace_s=60)  # just accepted, not yet saved as a draft
+    assert not session.continues(mask_digest(base), [b], grace_s=0)  # reopened: the old clicks are gone
+    edited = base.copy()
+    edited[0, 0] = True
+    assert not session.continues(mask_digest(edited), [a, b])  # brushed by hand: start from what is shown

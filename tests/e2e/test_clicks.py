@@ -1,7 +1,8 @@
 """Click corrections through Label Studio: a box, then a negative and a positive keypoint on a real iSAID image.
 
-Label Studio's ``/api/ml/<id>/interactive-annotating`` forwards the annotator's regions (the rectangle and every
-keypoint so far) to ``pslg serve``; each answer's brush mask must exclude every negative keypoint, contain every
+Label Studio's ``/api/ml/<id>/interactive-annotating`` forwards the annotator's regions to ``pslg serve`` in the
+shape its browser sends them: the smart rectangle alone, then the keypoints alone (the backend's session keeps
+the rectangle); each answer's brush mask must exclude every negative keypoint, contain every
 positive one, and its IoU with the human ground truth must not drop after a click. The clicks are placed the way
 the standard click simulator places them (innermost pixel of the leak, then of the missed part).
 """
@@ -113,6 +114,8 @@ def test_box_then_negative_then_positive_keypoint(labelstudio_server, backend, s
 
     mask = ask()
     ious = [mask_iou(mask, gt)]
+    # what the browser sends next (docs/formats.md): only the keypoints of the session, never the rectangle
+    regions.clear()
     assert np.any(mask & ~gt), "the box-only answer has no leak to click on"
     click(_innermost(mask & ~gt), positive=False)
     mask = ask()
