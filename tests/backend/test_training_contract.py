@@ -171,3 +171,51 @@ def test_a_training_request_during_a_retrain_is_followed_by_another_retrain(make
     versions = ModelStore(runtime.settings.model_dir / "grounders").versions(LEARNED_KIND)
     assert [v.card.samples for v in versions] == [1, 2]
     assert versions[-1].card.label in client.get("/versions").get_json()["model_version"]
+
+
+def test_served_masks_follow_the_learned_prior_of_each_tasks_category(make_client, files_root):
+    # two learned categories of different shapes in the store; one camouflaged image (colour says nothing), two
+    # tasks with the same box: the task naming a building gets the building's cross, the tank task the disc
+    import cv2
+
+    from annotate.priors import PriorSample, ShapePriors
+    from converters.labelstudio.brush import brush_rle_decode
+    from tests.support.scenes import write_png
+
+    def sample(shape: str, w: int, h: int, category: str) -> PriorSample:
+        m = np.zeros((200, 200), np.uint8)
+        if shape == "cross":
+            m[10:10 + h, 10 + int(0.35 * w):10 + int(0.65 * w)] = 1
+            m[10 + int(0.35 * h):10 + int(0.65 * h), 10:10 + w] = 1
+        else:
+            cv2.ellipse(m, (10 + w // 2, 10 + h // 2), (w // 2 - 1, h // 2 - 1), 0, 0, 360, 1, -1)
+        return PriorSample(m.astype(bool), (10, 10, 10 + w, 10 + h), category)
+
+    sizes = [(40, 40), (60, 50), (36, 44), (80, 70)]
+    priors = ShapePriors.fit([sample("cross", w, h, "building") for w, h in sizes]
+                             + [sample("disc", w, h, "storage_tank") for w, h in sizes])
+    store = ModelStore(files_root.parent / "model" / "grounders")
+    staging = store.staging("learned-test")
+    priors.save(staging)
+    store.commit(staging, ModelCard(kind=LEARNED_KIND, base="classical-defaults", samples=8, metrics={}))
+    rng = np.random.default_rng(0)
+    write_png(files_root / "scenes" / "camo.png",
+              cv2.GaussianBlur(rng.integers(90, 160, size=(160, 160, 3)).astype(np.uint8), (3, 3), 0))
+
+    client = make_client(use_mbo=False, use_cfpg=False)  # both read colours, which say nothing here
+    data = {"image": "/data/local-files/?d=scenes/camo.png", "bbox": [40, 40, 80, 80]}
+    tasks = [{"id": 1, "data": {**data, "expression": "the building in the middle"}},
+             {"id": 2, "data": {**data, "expression": "the storage tank in the middle"}}]
+    masks = []
+    for prediction in _predict(client, tasks):
+        [brush] = [r for r in prediction["result"] if r["type"] == "brushlabels"]
+        masks.append(brush_rle_decode(brush["value"]["rle"], 160, 160))
+    cross = np.zeros((160, 160), bool)
+    cross[40:120, 68:92] = True
+    cross[68:92, 40:120] = True
+    disc8 = np.zeros((160, 160), np.uint8)
+    cv2.ellipse(disc8, (80, 80), (39, 39), 0, 0, 360, 1, -1)
+    disc = disc8.astype(bool)
+    building, tank = masks
+    assert mask_iou(building, cross) > mask_iou(tank, cross) + 0.1
+    assert mask_iou(tank, disc) > mask_iou(building, disc) + 0.1
