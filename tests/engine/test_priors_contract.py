@@ -121,3 +121,22 @@ def test_segmenter_applies_the_calibrated_threshold_of_the_category() -> None:
     box = np.zeros_like(cross)
     box[40:120, 40:120] = True
     assert mask_iou(out, box) < 0.7
+
+
+def test_calibrated_threshold_also_when_the_colours_find_only_a_part_of_the_object() -> None:
+    # a bright fuselage centre on the camouflaged texture: the colour segmentation finds that part (not a collapse),
+    # which does not explain the box, so the category's prior gives the shape, thresholded at its own level
+    samples = _samples(_cross, SIZES, "airplane") + _samples(_full, SIZES[:3], "airplane")
+    samples += _samples(_disc, SIZES, "storage_tank")
+    priors = ShapePriors.fit(samples)
+    cross = _truth(_cross)
+    box = np.zeros_like(cross)
+    box[40:120, 40:120] = True
+    for half in (14, 18):
+        rgb = _camouflaged(3).copy()
+        rgb[80 - half:80 + half, 80 - half:80 + half] = (230, 230, 235)
+        seg = ClassicalSegmenter(priors=priors)
+        seg.set_image(rgb)
+        out = seg.predict(box=np.array(BOX), category="airplane")
+        assert mask_iou(out.mask, cross) > 0.8, half
+        assert mask_iou(out.mask, box) < 0.7, half
