@@ -4,6 +4,7 @@ shape priors + quality estimate committed to the model store → new model_versi
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from annotate.geometry import mask_iou
 from annotate.modelstore import ModelStore
@@ -60,6 +61,14 @@ def test_corrections_teach_shape_priors_and_the_score(make_client, scene):
 
     second = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": "1"}).get_json()["results"]
     assert all(p["model_version"] == after for p in second)
+    # the learned version's re-prediction kept the pre-labels the corrections were made against (the check above
+    # re-predicted with the same, untrained model: its features could not have changed)
+    kept_after = runtime.store.prelabels()
+    assert all(kept_after[("1", t["id"])].model_version == before for t in tasks[:3])
+    # the uncorrected task's pre-label is the new one, scored by the fitted quality model (not today's score)
+    newest = kept_after[("1", tasks[3]["id"])]
+    assert newest.model_version == after
+    assert second[3]["score"] == pytest.approx(runtime.engine.learned.quality.predict_features(newest.features))
     assert any(mask_iou(_mask(a), _mask(b)) < 0.98 for a, b in zip(first, second))
     assert any(abs(a["score"] - b["score"]) > 1e-6 for a, b in zip(first, second))
     crosses = [mask_iou(_mask(p), _cross_in(o.mask)) for p, o in zip(second, scene.objects)]
