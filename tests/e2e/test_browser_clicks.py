@@ -111,8 +111,8 @@ def _click(driver, point: tuple[float, float], size: tuple[int, int], *keys: str
     chain.perform()
 
 
-def _accept_suggestions(driver) -> None:
-    """Click the ✓ beside "N suggestions" in the bottom bar (accepts the backend's answer)."""
+def _accept_suggestions(driver, shot: Optional[str] = None) -> None:
+    """Wait for the backend's answer ("N suggestions" in the bottom bar), then click its ✓ (accept)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     def button():
@@ -123,6 +123,9 @@ def _accept_suggestions(driver) -> None:
             return buttons.length ? buttons[buttons.length - 1] : null;""")
 
     WebDriverWait(driver, PAGE_TIMEOUT_S).until(lambda d: button() is not None)
+    time.sleep(0.5)  # the suggested mask is painted
+    if shot:
+        _shot(driver, shot)
     button().click()
     WebDriverWait(driver, PAGE_TIMEOUT_S).until(lambda d: button() is None)
 
@@ -181,8 +184,7 @@ def test_ctrl_click_refines_the_prelabel_and_accept_replaces_it(chromium_binarie
         wait_for(lambda: _count(backend.log, r"interactive request: 1 keypoint\(s\) \(0 negative\), no rectangle"),
                  60, "the positive keypoint at the backend", backend)
         assert _count(backend.log, rf"clicks refine the (draft|prediction) mask \(region {PRELABEL_ID}\)") == 1
-        _shot(browser, "2-ctrl-click-suggestion.png")
-        _accept_suggestions(browser)
+        _accept_suggestions(browser, "2-ctrl-click-suggestion.png")
         _shot(browser, "3-accepted.png")
 
         leak = _innermost(spill)
@@ -190,8 +192,7 @@ def test_ctrl_click_refines_the_prelabel_and_accept_replaces_it(chromium_binarie
         _click(browser, leak, (w, h), Keys.CONTROL, Keys.ALT)
         wait_for(lambda: _count(backend.log, r"interactive request: 1 keypoint\(s\) \(1 negative\), no rectangle"),
                  60, "the negative keypoint at the backend (sent alone: accepting removed the first)", backend)
-        _shot(browser, "4-ctrl-alt-click-suggestion.png")
-        _accept_suggestions(browser)
+        _accept_suggestions(browser, "4-ctrl-alt-click-suggestion.png")
         _shot(browser, "5-accepted.png")
 
         browser.execute_script("""Array.from(document.querySelectorAll('button'))
