@@ -16,7 +16,8 @@ the sessions, but not a socket.
 
 Printed per class and overall: ``n``, mean IoU of the pre-label and after 1, 2 and 3 clicks, the share of
 clicks after which IoU is lower than before (``lowered``), and the share of answers after 3 clicks with more
-than 10 % of their area outside the task's box (``spill``).
+than 10 % of their area outside the task's box (``spill``), and the share of clicks answered with an error
+(``failed``: Label Studio then shows no suggestion, so the mask the annotator sees stays as it was).
 
     python bench/keypoint_session.py --coco INSTANCES.json --image-root DIR [--flow keep|accept] [--json OUT]
     python bench/keypoint_session.py --isaid ISAID_DEVKIT_DIR [...]
@@ -102,7 +103,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
+    import logging
+
     from backend.config import Settings
+
+    logging.getLogger("pslg").setLevel(logging.ERROR)  # failed clicks are counted, not logged one by one
 
     if args.coco is not None:
         if args.image_root is None:
@@ -137,6 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 task["predictions"] = [dict(pre, id=task_id)]
                 shown = _mask_of(pre, h, w)
                 ious = [_iou(shown, inst.mask)]
+                failed = 0
                 keypoints: list[dict] = []
                 for _ in range(CLICKS):
                     click = next_click(shown, inst.mask)
@@ -147,9 +153,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     keypoints = keypoints + [kp] if args.flow == "keep" else [kp]
                     [ans] = client.post("/predict", json={"tasks": [task], "project": "1.1", "label_config": config,
                                                           "params": {"context": {"result": keypoints}}}).get_json()["results"]
-                    shown = _mask_of(ans, h, w)
+                    if ans.get("result"):  # a failed answer shows no suggestion: the annotator still sees the mask
+                        shown = _mask_of(ans, h, w)
+                    else:
+                        failed += 1
                     ious.append(_iou(shown, inst.mask))
-                rows.append({"category": inst.category, "ious": ious, "spill": _spill(shown, box)})
+                rows.append({"category": inst.category, "ious": ious, "spill": _spill(shown, box), "failed": failed})
     report = summarise(rows)
     report["flow"] = args.flow
     _print(report)
@@ -163,7 +172,8 @@ def summarise(rows: Sequence[dict]) -> dict:
         ious = np.array([r["ious"] for r in rs])
         lowered = np.mean(ious[:, 1:] < ious[:, :-1] - 1e-9) if len(rs) else 0.0
         return {"n": len(rs), **{f"iou@{k}": float(ious[:, k].mean()) for k in range(CLICKS + 1)},
-                "lowered": float(lowered), "spill": float(np.mean([r["spill"] > 0.10 for r in rs]))}
+                "lowered": float(lowered), "spill": float(np.mean([r["spill"] > 0.10 for r in rs])),
+                "failed": float(np.mean([r["failed"] for r in rs]) / CLICKS) if rs else 0.0}
 
     by: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -172,7 +182,7 @@ def summarise(rows: Sequence[dict]) -> dict:
 
 
 def _print(report: dict) -> None:
-    cols = ["n"] + [f"iou@{k}" for k in range(CLICKS + 1)] + ["lowered", "spill"]
+    cols = ["n"] + [f"iou@{k}" for k in range(CLICKS + 1)] + ["lowered", "spill", "failed"]
     print(f"flow: {report['flow']}")
     print("| class | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
