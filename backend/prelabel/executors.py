@@ -12,7 +12,7 @@ import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Iterable, Iterator, Optional, Protocol
 
-from backend.prelabel.worker import Outcome, PrelabelWorker, WorkerSpec
+from backend.prelabel.worker import Outcome, PrelabelWorker, WorkerSpec, quiet_task_warnings
 
 Chunk = list[tuple[str, dict]]
 
@@ -50,6 +50,7 @@ def _init_process(spec: WorkerSpec) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # the processes are the parallelism
+    quiet_task_warnings()
     _worker = PrelabelWorker(spec)
 
 
@@ -68,6 +69,8 @@ class ProcessExecutor:
         self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_process, initargs=(spec,))
+        #: pids of this pool's worker processes (``multiprocessing.active_children`` minus those alive before)
+        self._before = {p.pid for p in multiprocessing.active_children()}
 
     def model_version(self) -> str:
         # one call per worker starts them all now (each loads the models); they must agree
@@ -93,7 +96,18 @@ class ProcessExecutor:
                 yield future.result()
 
     def close(self) -> None:
+        """Stop the workers: after a complete run they are idle and exit; after an interrupt (Ctrl-C, SIGTERM)
+        they may be inside a chunk, so every worker process is terminated and waited for, never left orphaned
+        computing for a parent that is gone."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        workers = [p for p in multiprocessing.active_children() if p.pid not in self._before]
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.join(timeout=10)
+            if process.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
+                process.kill()
+                process.join(timeout=5)
 
 
 class RayExecutor:

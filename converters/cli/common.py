@@ -70,23 +70,31 @@ def version_callback(value: bool) -> None:
     raise typer.Exit()
 
 
-def hide_flag_value_hints() -> None:
+def hide_flag_value_hints() -> bool:
     """Show flags (``--overwrite``, ``--cfpg/--no-cfpg``, ``--help``) without a value hint in ``--help``.
 
-    Typer's rich help labels every option with its type; for a flag that reads ``<bool>``, as if the flag took a
-    value (``--overwrite <bool>``). Flags take none, so their type cell is left empty. Idempotent.
+    Some Typer releases label every option in the rich help with its type; for a flag that reads ``<bool>``,
+    as if the flag took a value (``--overwrite <bool>``). Where this Typer has that hook
+    (``TyperOption.display_type_rich``, feature-detected) flags get an empty type cell; elsewhere (older and
+    newer Typers, which hide ``BOOLEAN`` themselves or name the hook differently) Typer's own help is kept.
+    Returns whether the hook was found. Idempotent; never raises, so no Typer version breaks the CLI.
     """
-    from typer.core import TyperOption
-
-    original = TyperOption.display_type_rich
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - a Typer without typer.core
+        return False
+    original = getattr(TyperOption, "display_type_rich", None)
+    if not callable(original):
+        return False
     if getattr(original, "_hides_flag_hints", False):
-        return
+        return True
 
-    def display_type_rich(self: TyperOption, ctx):  # type: ignore[no-untyped-def]
-        return None if self.is_flag else original(self, ctx)
+    def display_type_rich(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None if getattr(self, "is_flag", False) else original(self, *args, **kwargs)
 
     display_type_rich._hides_flag_hints = True  # type: ignore[attr-defined]
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    return True
 
 
 def print_table(table: object, console: object = None) -> None:

@@ -89,7 +89,7 @@ def segment(
     mbo: Optional[bool] = typer.Option(None, "--mbo/--no-mbo", help="Refine each mask's boundary with MBO (default: the measured default for the segmenter).", show_default=False),
     spatial: bool = typer.Option(True, "--spatial/--no-spatial", help="Let position and size words of a text prompt (\"top left\", \"largest\") re-rank the grounder's boxes."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", envvar="PSLG_MAX_PIXELS", min=1, help="Refuse images with more pixels (width × height) than this; tile bigger scenes."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the results table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the results table (failed prompts are still listed, one line each)."),
 ) -> None:
     # ---- what to do: options → prompts (pure parsing first, so mistakes cost no model loading)
     single = prompts is None
@@ -174,8 +174,14 @@ def segment(
         _print_table(records, image, rgb.shape, version, elapsed, out_dir)
     if failed:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]{failed} of {len(results)} prompt(s) failed[/bold red]; see {out_dir / 'results.json'}", highlight=False)
+        err = Console(stderr=True)
+        if quiet:  # -q drops the table, never the reasons: one line per failed prompt, with its index
+            for i, r in enumerate(results):
+                if r.error is not None:
+                    err.print(f"prompt {i}: {escape(str(r.error))}", highlight=False)
+        err.print(f"[bold red]{failed} of {len(results)} prompt(s) failed[/bold red]; see {out_dir / 'results.json'}", highlight=False)
         raise typer.Exit(EXIT_PROMPT_FAILED)
 
 

@@ -125,6 +125,18 @@ def test_prompts_file_with_one_bad_prompt(app, scene, scene_png: Path, tmp_path:
     assert cv2.imread(str(out / "overlay.png")).shape == scene.image.shape
 
 
+def test_quiet_drops_the_table_but_keeps_each_failure(app, scene, scene_png: Path, tmp_path: Path) -> None:
+    h, w = scene.image.shape[:2]
+    pfile = tmp_path / "prompts.json"
+    pfile.write_text(json.dumps([{"box": list(scene.objects[0].box)}, {"box": [w + 10, h + 10, w + 60, h + 60]}]))
+    res = CliRunner().invoke(app, ["segment", str(scene_png), "--prompts", str(pfile), "--out", str(tmp_path / "o"), "-q"],
+                             catch_exceptions=False)
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.startswith("prompt ")]
+    assert len(lines) == 1 and lines[0].startswith("prompt 1: ") and "outside" in lines[0], res.output
+    assert "mask_000.png" not in res.output  # no table
+
+
 def test_malformed_prompt_entries_fail_alone(app, scene, scene_png: Path, tmp_path: Path) -> None:
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps([{"bbox": [1, 2, 3, 4]}, {"box": list(scene.objects[0].box)}, "not an object", {"box": [1, 2]}]))
