@@ -17,7 +17,6 @@ from annotate.masks import coco_rle_decode
 from annotate.metrics import iou
 from annotate.synthetic import make_scene
 from converters.cli import segment as segment_cli
-from tests.support.tiny_models import save_tiny_sam_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +223,9 @@ def test_grayscale_png_and_16_bit_tiff(app, scene, tmp_path: Path) -> None:
 
 
 def test_tiny_sam_checkpoint_through_the_cli(app, scene, scene_png: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from tests.support.tiny_models import save_tiny_sam_checkpoint
+
     ckpt = save_tiny_sam_checkpoint(tmp_path / "tiny_sam.pt")
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps([{"box": list(o.box)} for o in scene.objects]))
