@@ -48,6 +48,22 @@ def _read_split(data: Path, split: str, images: Optional[Path] = None, *, requir
                 + (f"its splits: {', '.join(repr(s) for s in present)}" if present else "it has no refs at all"))
 
 
+def _default_split(data: Path, images: Optional[Path]) -> str:
+    """``test`` when the dataset has it, else its only split (said on stderr); several others: fail naming them."""
+    from converters.rrsis import read_rrsis
+
+    try:
+        present = sorted({r.split for r in read_rrsis(data, image_dir=images)})
+    except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
+        raise _fail(f"cannot read the RRSIS dataset at {data}: {exc}") from None
+    if "test" in present or not present:
+        return "test"
+    if len(present) == 1:
+        typer.echo(f"eval: {data} has no 'test' split; scoring its only split, {present[0]!r}", err=True)
+        return present[0]
+    raise _fail(f"{data} has no 'test' split; give --split, one of {', '.join(repr(s) for s in present)}")
+
+
 def check_model_spec(spec: str, option: str) -> None:
     """Fail (exit 2) when ``spec`` names a missing local folder (see ``common.model_spec_problem``)."""
     problem = model_spec_problem(spec, option)
@@ -293,7 +309,7 @@ EVAL_EPILOG = (
 
 def eval_command(
     data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (e.g. from `pslg export rrsis`).", show_default=False),
-    split: str = typer.Option("test", "--split", help="Split to score: train, val or test."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to score: train, val or test (default: test, or the only split the dataset has).", show_default=False),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder of the image files when they are not at <data>/images/<name>/JPEGImages.", show_default=False),
     grounding: Optional[str] = typer.Option(None, "--grounding", "-g", metavar="MODEL", help="Stage-1 model: a local folder (Grounding DINO, OWLv2, a `pslg train grounding` model store) or a hub id."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", envvar="PSLG_SAM_CHECKPOINT", help="SAM checkpoint (a file, or a name such as vit_b from `pslg models pull`); without it the weights-free classical segmenter runs.", show_default=False),
@@ -323,6 +339,8 @@ def eval_command(
             check_writable_folder(out.parent)
         except OSError as exc:
             raise _fail(write_error(exc, out)) from None
+    if split is None:
+        split = _default_split(data, image_root)
     records = _read_split(data, split, image_root)
     if limit:
         records = records[:limit]

@@ -87,6 +87,18 @@ def test_eval_of_a_missing_split_names_the_splits_that_exist(tmp_path: Path) -> 
     assert res.exit_code == 2 and "'train'" in res.output and not (tmp_path / "tasks.json").exists()
 
 
+def test_eval_without_split_scores_the_only_split_and_says_so(tmp_path: Path) -> None:
+    data = write_rrsis_dataset(tmp_path, {"train": 2})  # an export that put everything in train
+    res = pslg("eval", "--data", data, "--oracle-box", "--no-progress", "--out", tmp_path / "r.json")
+    assert res.exit_code == 0, res.output
+    assert "no 'test' split; scoring its only split, 'train'" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["settings"]["split"] == "train" and report["settings"]["refs"] == 2
+    both = write_rrsis_dataset(tmp_path / "two", {"train": 1, "val": 1})
+    res = pslg("eval", "--data", both, "--oracle-box", "--no-progress")
+    assert res.exit_code == 2 and "give --split, one of 'train', 'val'" in res.output
+
+
 def test_eval_writes_a_report_file_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = write_rrsis_dataset(tmp_path, {"test": 2})
     work = tmp_path / "cwd"
