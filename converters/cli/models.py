@@ -143,8 +143,12 @@ def _store(directory: Path):
     from annotate.modelstore import ModelStore, is_store
 
     if not is_store(directory):
+        inner = directory / "grounders"  # a backend's MODEL_DIR: its learned versions live in this store
+        if is_store(inner):
+            typer.echo(f"{directory} is a backend's MODEL_DIR: using the model store inside it, {inner}", err=True)
+            return ModelStore(inner)
         raise _fail(f"{directory} is not a model store (no store.json or vNNNN versions); "
-                    "`pslg train grounding --out DIR` creates one")
+                    "`pslg train grounding --out DIR` creates one, and a backend keeps its own in MODEL_DIR/grounders")
     return ModelStore(directory)
 
 
