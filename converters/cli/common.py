@@ -19,6 +19,12 @@ import typer
 
 EXIT_INTERRUPTED = 130
 
+#: ``rich_markup_mode`` of every ``pslg`` Typer app: Click's plain help (a public Typer option). It rewraps to the
+#: terminal's width without cutting option names or environment variables (Rich's help panels cut them to
+#: "--train-backbo…" at 80 columns), shows flags without value hints, and reads the same on every Typer release
+#: the package allows, with no patch of Typer's internals.
+HELP_MARKUP = None
+
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
@@ -68,33 +74,6 @@ def version_callback(value: bool) -> None:
     except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
         typer.echo("pslg (not installed as a package)")
     raise typer.Exit()
-
-
-def hide_flag_value_hints() -> bool:
-    """Show flags (``--overwrite``, ``--cfpg/--no-cfpg``, ``--help``) without a value hint in ``--help``.
-
-    Some Typer releases label every option in the rich help with its type; for a flag that reads ``<bool>``,
-    as if the flag took a value (``--overwrite <bool>``). Where this Typer has that hook
-    (``TyperOption.display_type_rich``, feature-detected) flags get an empty type cell; elsewhere (older and
-    newer Typers, which hide ``BOOLEAN`` themselves or name the hook differently) Typer's own help is kept.
-    Returns whether the hook was found. Idempotent; never raises, so no Typer version breaks the CLI.
-    """
-    try:
-        from typer.core import TyperOption
-    except ImportError:  # pragma: no cover - a Typer without typer.core
-        return False
-    original = getattr(TyperOption, "display_type_rich", None)
-    if not callable(original):
-        return False
-    if getattr(original, "_hides_flag_hints", False):
-        return True
-
-    def display_type_rich(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return None if getattr(self, "is_flag", False) else original(self, *args, **kwargs)
-
-    display_type_rich._hides_flag_hints = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
-    return True
 
 
 def print_table(table: object, console: object = None) -> None:

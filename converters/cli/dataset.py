@@ -16,15 +16,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from converters.cli.common import EXIT_INTERRUPTED, interruptible, print_table, write_error
+from converters.cli.common import HELP_MARKUP, EXIT_INTERRUPTED, interruptible, print_table, write_error
 from converters.model import Report
 
 console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
 
-export_app = typer.Typer(help="Label Studio export (file or live project) → COCO or RRSIS-D dataset.",
+export_app = typer.Typer(rich_markup_mode=HELP_MARKUP, help="Label Studio export (file or live project) → COCO or RRSIS-D dataset.",
                          no_args_is_help=True)
-import_app = typer.Typer(help="RRSIS-D or COCO dataset → Label Studio tasks JSON (ground truth for review).",
+import_app = typer.Typer(rich_markup_mode=HELP_MARKUP, help="RRSIS-D or COCO dataset → Label Studio tasks JSON (ground truth for review).",
                          no_args_is_help=True)
 
 SELECT_HELP = "Which annotation wins when a task has several: latest | ground-truth | annotator:EMAIL_OR_ID."

@@ -16,13 +16,13 @@ import typer
 
 from annotate.atomic import atomic_write_text
 from annotate.image_io import DEFAULT_MAX_PIXELS
-from converters.cli.common import check_writable_folder, model_spec_problem, print_table, write_error
+from converters.cli.common import HELP_MARKUP, check_writable_folder, model_spec_problem, print_table, write_error
 
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
-train_app = typer.Typer(name="train", help="Train the models of the toolkit on your own data.", no_args_is_help=True)
+train_app = typer.Typer(rich_markup_mode=HELP_MARKUP, name="train", help="Train the models of the toolkit on your own data.", no_args_is_help=True)
 
 
 def _fail(message: str) -> "typer.Exit":

@@ -12,10 +12,13 @@ from typing import Optional
 
 import typer
 
+from converters.cli.common import HELP_MARKUP
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 models_app = typer.Typer(
+    rich_markup_mode=HELP_MARKUP,
     help=(
         "Official SAM checkpoints (vit_h, vit_l, vit_b): list them, download with resume and sha256/md5 "
         "verification, verify files. Cache: $PSLG_CACHE_DIR/checkpoints (default ~/.cache/pslg/checkpoints); "

@@ -29,25 +29,25 @@ EXIT_USAGE = 2
 
 HELP = """Segment objects in one image with PSLG-SAM stage 2 (box/points → SAM or the weights-free segmenter → MBO).
 
-[bold]One prompt[/bold] (writes DIR/mask.png, DIR/overlay.png, DIR/results.json):
+One prompt (writes DIR/mask.png, DIR/overlay.png, DIR/results.json):
 
   pslg segment scene.tif --box 120,40,260,180 --point 190,110 --out out/
 
-[bold]Many prompts, one encoder pass[/bold] (writes DIR/mask_000.png …, one DIR/overlay.png, DIR/results.json):
+Many prompts, one encoder pass (writes DIR/mask_000.png …, one DIR/overlay.png, DIR/results.json):
 
   pslg segment scene.tif --prompts prompts.json --out out/
 
 PROMPTS.json is a list of objects in image pixels:
-{"box": \\[x0, y0, x1, y1], "points": \\[\\[x, y], ...], "point_labels": \\[1, 0, ...], "text": "..."};
+{"box": [x0, y0, x1, y1], "points": [[x, y], ...], "point_labels": [1, 0, ...], "text": "..."};
 everything but one of box / points / text is optional, point_labels default to 1 (on the object).
 
-[bold]Text prompts[/bold] need a grounding model (stage 1): --text "the storage tank at the top left"
+Text prompts need a grounding model (stage 1): --text "the storage tank at the top left"
 --grounding DIR_OR_HUB_ID. A prompt with text and a box uses the box.
 
-[bold]Segmenter[/bold]: without --checkpoint the weights-free classical segmenter runs; with --checkpoint
+Segmenter: without --checkpoint the weights-free classical segmenter runs; with --checkpoint
 (or $PSLG_SAM_CHECKPOINT) SAM runs (--model-type vit_h | vit_l | vit_b | auto, or $PSLG_SAM_MODEL_TYPE).
 
-[bold]results.json[/bold]: a list, one entry per prompt in order: segmentation (COCO compressed RLE),
+results.json: a list, one entry per prompt in order: segmentation (COCO compressed RLE),
 score, box and points actually used (CFPG point included), area, bbox (COCO xywh), mask_file,
 grounding_score, timings_ms, model_version, and error (null when the prompt succeeded).
 

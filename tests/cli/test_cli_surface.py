@@ -49,6 +49,39 @@ def test_every_help_has_an_example_and_no_bool_value_hints(path: tuple[str, ...]
     assert "<bool>" not in res.output
 
 
+def _all_commands(cmd=None, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    cmd = cmd if cmd is not None else typer.main.get_command(app)
+    if hasattr(cmd, "commands"):
+        return [p for name, sub in cmd.commands.items() for p in _all_commands(sub, path + (name,))]
+    return [path]
+
+
+def test_every_command_is_listed_by_the_walk() -> None:
+    found = _all_commands()
+    assert {("serve",), ("prelabel",), ("select",), ("models", "versions"), ("segment",)} <= set(found)
+    assert len(found) >= 18
+
+
+@pytest.mark.parametrize("path", _all_commands(), ids=" ".join)
+def test_help_at_80_columns_shows_an_example_and_every_name_in_full(path: tuple[str, ...]) -> None:
+    res = pslg(*path, "--help", env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    text = res.output
+    assert "Example" in text and "pslg " + " ".join(path) in text.split("Example", 1)[1], text
+    assert all(len(line) <= 80 for line in text.splitlines()), max(text.splitlines(), key=len)
+    assert "<bool>" not in text
+    flat = " ".join(text.split())
+    for param in _command(path).params:  # every option name, whole (not "--train-backbo…")
+        for name in (*param.opts, *getattr(param, "secondary_opts", [])):
+            if name.startswith("--"):
+                assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (name, text)
+        envvar = getattr(param, "envvar", None)
+        for var in ([envvar] if isinstance(envvar, str) else envvar or []):
+            assert var in flat, (var, text)
+    for var in re.findall(r"\$?\b(?:PSLG|LABEL_STUDIO)_[A-Z_]+", " ".join((_command(path).help or "").split())):
+        assert var.lstrip("$") in flat.replace("-\n", ""), (var, text)
+
+
 def test_one_option_name_per_concept() -> None:
     outputs = {path: _long_options(path) for path in COMMANDS}
     for path, opts in outputs.items():
