@@ -118,7 +118,7 @@ def check_serve(work: Path) -> None:
 
 
 def main() -> int:
-    work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="pslg-smoke-"))
+    work = (Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="pslg-smoke-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     check_import_location()
