@@ -16,7 +16,7 @@ import typer
 
 from annotate.atomic import atomic_write_text
 from annotate.image_io import DEFAULT_MAX_PIXELS
-from converters.cli.common import HELP_MARKUP, check_writable_folder, model_spec_problem, print_table, write_error
+from converters.cli.common import EXIT_INTERRUPTED, HELP_MARKUP, check_writable_folder, interruptible, model_spec_problem, print_table, write_error
 
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
@@ -113,13 +113,17 @@ def train_grounding(
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train_backbones=train_backbones)
     out_is_new = not out.exists()
     try:
-        result = train_grounder(
-            samples_from_records(train_records), samples_from_records(val_records), base, out, config,
-            device=device, data_root=str(Path(data).resolve()), resume=resume, progress=progress, log=typer.echo,
-        )
+        with interruptible():  # SIGTERM unwinds like Ctrl-C: the store keeps only committed versions
+            result = train_grounder(
+                samples_from_records(train_records), samples_from_records(val_records), base, out, config,
+                device=device, data_root=str(Path(data).resolve()), resume=resume, progress=progress, log=typer.echo,
+            )
     except BaseException as exc:
         if out_is_new and out.is_dir() and not _has_files(out):  # a failed first run leaves no empty folder
             shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            typer.echo(f"interrupted: no new version was committed to {out}", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         if isinstance(exc, (GroundingError, DeviceError, ValueError)):
             raise _fail(str(exc)) from None
         if isinstance(exc, OSError):
@@ -358,7 +362,12 @@ def eval_command(
     settings = {"data": str(Path(data).resolve()), "split": split, "grounding": grounding if not oracle_box else None,
                 "oracle_box": oracle_box, "boxes_only": boxes_only, "spatial": spatial, "refs": len(records)}
     if boxes_only:
-        report = evaluate_boxes_only(records, grounder, progress=progress, max_pixels=max_pixels)
+        try:
+            with interruptible():
+                report = evaluate_boxes_only(records, grounder, progress=progress, max_pixels=max_pixels)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing written", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         report["settings"] = {**settings, "model_version": getattr(grounder, "model_version", None)}
         _print_box_report(report)
     else:
@@ -367,7 +376,13 @@ def eval_command(
         except (DeviceError, MissingExtraError, ValueError, FileNotFoundError, OSError) as exc:
             raise _fail(str(exc)) from None
         pipeline = build_pipeline(segmenter=segmenter, grounding=grounder, use_cfpg=cfpg, use_mbo=mbo)
-        report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress, max_pixels=max_pixels)
+        try:
+            with interruptible():  # SIGTERM (a scheduler, `timeout`) says so instead of dying silently
+                report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress,
+                                          max_pixels=max_pixels)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing written", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         report["settings"] = {**settings, "checkpoint": str(checkpoint) if checkpoint else None,
                               "model_type": model_type, "cfpg": pipeline.use_cfpg, "mbo": pipeline.use_mbo,
                               "model_version": pipeline.model_version}
