@@ -77,8 +77,8 @@ def _has_files(folder: Path) -> bool:
 
 @train_app.command("grounding", epilog=(
     "Examples:\n\n"
-    "  pslg train grounding --data data/ --base IDEA-Research/grounding-dino-tiny --out models/\n\n"
-    "  pslg train grounding --data data/ --base models/ --out models/ --epochs 5 --device cuda"))
+    "\b\n  pslg train grounding --data data/ --base IDEA-Research/grounding-dino-tiny --out models/\n\n"
+    "\b\n  pslg train grounding --data data/ --base models/ --out models/ --epochs 5 --device cuda"))
 def train_grounding(
     data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (refs(unc).p + instances.json + images), e.g. from `pslg export rrsis`."),
     base: str = typer.Option(..., "--base", help="Model to start from: a Grounding DINO directory, a model store (its current version) or a hub id such as IDEA-Research/grounding-dino-tiny."),
@@ -305,9 +305,9 @@ def evaluate_boxes_only(records: list, grounder: Any, progress: bool = True,
 
 EVAL_EPILOG = (
     "Examples:\n\n"
-    "  pslg eval --data data/ --split test --grounding models/ --out eval-test.json\n\n"
-    "  pslg eval --data data/ --split val --grounding models/ --boxes-only     (stage 1 alone, fast)\n\n"
-    "  pslg eval --data data/ --split test --oracle-box --no-mbo               (stage 2 alone)"
+    "\b\n  pslg eval --data data/ --split test --grounding models/ --out eval-test.json\n\n"
+    "\b\n  pslg eval --data data/ --split val --grounding models/ --boxes-only     (stage 1 alone, fast)\n\n"
+    "\b\n  pslg eval --data data/ --split test --oracle-box --no-mbo               (stage 2 alone)"
 )
 
 

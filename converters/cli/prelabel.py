@@ -114,8 +114,10 @@ def register(app: typer.Typer) -> None:
 
         Examples:
 
+        \b
           pslg prelabel tasks.json --out tasks-with-predictions.json --local-image-root /data/scenes
 
+        \b
           pslg prelabel --url http://localhost:8080 --project 7 --workers 4
         """
         from rich.console import Console

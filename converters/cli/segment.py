@@ -31,10 +31,12 @@ HELP = """Segment objects in one image with PSLG-SAM stage 2 (box/points → SAM
 
 One prompt (writes DIR/mask.png, DIR/overlay.png, DIR/results.json):
 
+\b
   pslg segment scene.tif --box 120,40,260,180 --point 190,110 --out out/
 
 Many prompts, one encoder pass (writes DIR/mask_000.png …, one DIR/overlay.png, DIR/results.json):
 
+\b
   pslg segment scene.tif --prompts prompts.json --out out/
 
 PROMPTS.json is a list of objects in image pixels:
@@ -56,9 +58,9 @@ Exit codes: 0 all prompts succeeded; 1 some prompt failed (the others are writte
 
 EPILOG = (
     "Examples:\n\n"
-    "  pslg segment scene.tif --box 120,40,260,180 --point 190,110 --out out/\n\n"
-    "  pslg segment scene.tif --prompts prompts.json --out out/\n\n"
-    "  pslg segment scene.tif --text \"the storage tank at the top left\" --grounding models/ --out out/"
+    "\b\n  pslg segment scene.tif --box 120,40,260,180 --point 190,110 --out out/\n\n"
+    "\b\n  pslg segment scene.tif --prompts prompts.json --out out/\n\n"
+    "\b\n  pslg segment scene.tif --text \"the storage tank at the top left\" --grounding models/ --out out/"
 )
 
 

@@ -40,8 +40,10 @@ def register(app: typer.Typer) -> None:
 
         Examples:
 
+        \b
           pslg select --project 7 --url http://localhost:8080 --size 20 --out batch.json
 
+        \b
           pslg select tasks.json --size 20 --per-image-cap 2
         """
         from annotate.atomic import atomic_write_text

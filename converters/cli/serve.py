@@ -46,8 +46,10 @@ def register(app: typer.Typer) -> None:
 
         Examples:
 
+        \b
           pslg serve --port 9090
 
+        \b
           LABEL_STUDIO_URL=http://localhost:8080 LABEL_STUDIO_API_KEY=TOKEN pslg serve --local-image-root /data/scenes
         """
         import dataclasses
