@@ -5,8 +5,8 @@ the same label. A category that names none of the config's labels is *not* given
 one, silently): the task fails with a message that lists the labels, unless an explicit label map
 (``--label-map`` / ``PSLG_LABEL_MAP``, e.g. ``airplane=vehicle,ship=vessel``) says which label it gets.
 
-Names are compared after lower-casing, reading ``_``/``-``/runs of spaces as one space, and reducing each word's
-plural to its singular (``ships``/``ship``, ``boxes``/``box``, ``countries``/``country``).
+Names are compared after lower-casing and reading ``_``/``-``/runs of spaces as one space; a word matches its
+plural (``ships``/``ship``, ``boxes``/``box``, ``countries``/``country``, ``houses``/``house``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 #: Task data keys that may name the object's category (same keys as ``schema.LABEL_KEYS``).
 CATEGORY_KEYS = ("label", "category", "class")
@@ -25,20 +25,27 @@ class UnmatchedLabelError(ValueError):
     """A task's category names none of the config's labels (and the label map does not map it)."""
 
 
-def _singular(word: str) -> str:
+def _forms(word: str) -> set[str]:
+    """The word and the singulars its plural ending could stand for (``houses`` → house, hous; ``buses`` → bus)."""
+    forms = {word}
     if len(word) > 3 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith(("ses", "xes", "zes", "ches", "shes")):
-        return word[:-2]
-    if len(word) > 2 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+        forms.add(word[:-3] + "y")
+    if len(word) > 3 and word.endswith("es"):
+        forms.add(word[:-2])
+    if len(word) > 2 and word.endswith("s") and not word.endswith("ss"):
+        forms.add(word[:-1])
+    return forms
 
 
 def label_key(name: str) -> str:
-    """The form two names are compared in: lower case, one space between words, each word singular."""
-    words = re.sub(r"[\s_\-]+", " ", str(name).strip().lower()).split(" ")
-    return " ".join(_singular(w) for w in words if w)
+    """The spelling two names are compared in: lower case, one space between words."""
+    return " ".join(w for w in re.sub(r"[\s_\-]+", " ", str(name).strip().lower()).split(" ") if w)
+
+
+def same_name(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` name one thing: same words up to case, separators and plural endings."""
+    wa, wb = label_key(a).split(" "), label_key(b).split(" ")
+    return len(wa) == len(wb) and all(_forms(x) & _forms(y) for x, y in zip(wa, wb))
 
 
 def parse_label_map(text: Optional[str]) -> dict[str, str]:
@@ -76,27 +83,34 @@ class LabelMatcher:
     label_map: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._by_key = {}
-        for lab in self.labels:
-            self._by_key.setdefault(label_key(lab), lab)
-        self._mapped: dict[str, str] = {}
+        self._mapped: list[tuple[str, str]] = []
         for category, target in self.label_map.items():
-            label = self._by_key.get(label_key(target))
+            label = self._find(target, [(lab, lab) for lab in self.labels])
             if label is None:
                 raise ValueError(f"label map: {category}={target}: {target!r} is not a label of the config "
                                  f"({self.listing()})")
-            self._mapped[label_key(category)] = label
+            self._mapped.append((category, label))
+
+    @staticmethod
+    def _find(name: str, pairs: list[tuple[str, str]]) -> Optional[str]:
+        """The value of the first pair whose key names the same thing as ``name`` (exact spelling first)."""
+        key = label_key(name)
+        for k, value in pairs:
+            if label_key(k) == key:
+                return value
+        return next((value for k, value in pairs if same_name(k, name)), None)
 
     def listing(self) -> str:
         return ", ".join(self.labels) if self.labels else "none"
 
     def match(self, category: str) -> tuple[str, str]:
         """``(label, how)`` for ``category``: how is ``"name"`` or ``"map"``; ``UnmatchedLabelError`` otherwise."""
-        key = label_key(category)
-        if key in self._by_key:
-            return self._by_key[key], "name"
-        if key in self._mapped:
-            return self._mapped[key], "map"
+        label = self._find(category, [(lab, lab) for lab in self.labels])
+        if label is not None:
+            return label, "name"
+        label = self._find(category, self._mapped)
+        if label is not None:
+            return label, "map"
         raise UnmatchedLabelError(
             f"category {category!r} is none of the config's labels ({self.listing()}); rename it, add the label "
             f"to the config, or map it with --label-map {category}=LABEL (or PSLG_LABEL_MAP)")
@@ -130,22 +144,6 @@ class LabelTally:
         else:
             self.without_category += 1
 
-    def merge(self, other: "LabelTally") -> None:
-        self.by_name += other.by_name
-        self.by_map += other.by_map
-        self.without_category += other.without_category
-        for k, v in other.unmatched.items():
-            self.unmatched[k] = self.unmatched.get(k, 0) + v
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"by_name": self.by_name, "by_map": self.by_map, "unmatched": dict(self.unmatched),
-                "without_category": self.without_category}
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "LabelTally":
-        return cls(int(raw.get("by_name", 0)), int(raw.get("by_map", 0)), dict(raw.get("unmatched") or {}),
-                   int(raw.get("without_category", 0)))
-
     def summary(self) -> str:
         """``labels: 27 by category name, 0 by --label-map, 3 failed (no such label: airplane ×2, ship), 0 ...``"""
         failed = sum(self.unmatched.values())
@@ -154,9 +152,3 @@ class LabelTally:
                 + (f" (category not a label: {names})" if failed else "")
                 + f", {self.without_category} without a category (label from the expression, else the config's first)")
 
-
-def tally_of(items: Iterable[tuple[str, Optional[str]]]) -> LabelTally:
-    tally = LabelTally()
-    for how, category in items:
-        tally.add(how, category)
-    return tally
