@@ -46,7 +46,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip
 # every model stack ([all]: SAM and the grounding models) so that the whole test suite runs; users who only need
-# the weights-free backend and the converters install `pip install pslg-annotate` (no torch, see README)
+# the weights-free backend and the converters install `pip install .` (no torch, see README)
 .venv/bin/pip install -q -e ".[all,dev,ray]"
 echo "setup.sh: toolkit installed: $(pwd)/.venv/bin/pslg"
 

@@ -1,22 +1,34 @@
 """Optional model stacks (pip extras) and the message a user gets when one is missing.
 
-``pip install pslg-annotate`` is the weights-free toolkit (classical segmenter, backend, converters) without
-torch; SAM and the grounding models come with the ``[sam]`` / ``[grounding]`` extras (``[all]`` = both). Code
-that needs one calls :func:`require_extra` *before* importing the stack, so the user reads which extra to
-install instead of a bare ``ModuleNotFoundError: No module named 'torch'``.
+The toolkit is installed from a clone of its repository (it is not published on the package index):
+``pip install .`` is the weights-free toolkit (classical segmenter, backend, converters) without torch; SAM and
+the grounding models come with the ``[sam]`` / ``[grounding]`` extras (``pip install '.[sam]'``, ``[all]`` =
+both). :func:`install_command` is the one place that spells this; every hint uses it. Code that needs an extra
+calls :func:`require_extra` *before* importing the stack, so the user reads which extra to install instead of a
+bare ``ModuleNotFoundError: No module named 'torch'``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["EXTRAS", "MissingExtraError", "missing_modules", "require_extra"]
+__all__ = ["EXTRAS", "INSTALL_TARGET", "MissingExtraError", "install_command", "missing_modules", "require_extra"]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sam": ("torch", "torchvision", "segment_anything"),
     "grounding": ("torch", "torchvision", "transformers"),
+    "ray": ("ray",),
 }
 """Import names each extra provides (the distributions are listed in pyproject.toml)."""
+
+INSTALL_TARGET = "."
+"""What ``pip install`` is given: the repository's root folder (a clone), where pyproject.toml is."""
+
+
+def install_command(extra: str | None = None) -> str:
+    """The command that installs the toolkit (``pip install .``) or it with ``extra`` (``pip install '.[sam]'``),
+    run in the repository's root folder."""
+    return f"pip install '{INSTALL_TARGET}[{extra}]'" if extra else f"pip install {INSTALL_TARGET}"
 
 
 class MissingExtraError(ImportError):
@@ -34,9 +46,9 @@ def require_extra(extra: str, feature: str) -> None:
     """Raise :class:`MissingExtraError` unless every module of ``extra`` is installed.
 
     ``feature`` starts the message, e.g. ``require_extra("sam", "SAM")`` →
-    ``SAM needs the [sam] extra: pip install 'pslg-annotate[sam]' (missing: torch, segment_anything)``.
+    ``SAM needs the [sam] extra: pip install '.[sam]' in the repository's folder (missing: torch, segment_anything)``.
     """
     missing = missing_modules(extra)
     if missing:
-        raise MissingExtraError(f"{feature} needs the [{extra}] extra: pip install 'pslg-annotate[{extra}]' "
-                                f"(missing: {', '.join(missing)})")
+        raise MissingExtraError(f"{feature} needs the [{extra}] extra: {install_command(extra)} in the repository's "
+                                f"folder (missing: {', '.join(missing)})")

@@ -76,6 +76,19 @@ def _tolerance(env: Mapping[str, str], name: str) -> Tolerance:
         raise ValueError(f"environment variable {name}: {exc}") from None
 
 
+def _label_map(env: Mapping[str, str], name: str) -> Optional[str]:
+    """The label map as given, once checked to parse (``converters.labelstudio.labels.parse_label_map``)."""
+    raw = _str(env, name)
+    if raw is not None:
+        from converters.labelstudio.labels import parse_label_map
+
+        try:
+            parse_label_map(raw)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {name}: {exc}") from None
+    return raw
+
+
 @dataclass
 class Settings:
     """Everything the backend reads from its environment (see docs/serve-backend.md for the table)."""
@@ -121,6 +134,9 @@ class Settings:
     #: prior, and (pre-label, correction) pairs before the quality estimate replaces today's score
     prior_min_samples: int = 3
     quality_min_pairs: int = 20
+    #: task categories that are not a label of the config → the label they get (``PSLG_LABEL_MAP``:
+    #: ``airplane=vehicle,ship=vessel`` or a JSON file); without it such a task fails instead of being mislabelled
+    label_map: Optional[str] = None
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -163,6 +179,7 @@ class Settings:
             polygon_tolerance=_tolerance(env, "PSLG_POLYGON_TOLERANCE"),
             prior_min_samples=max(1, _int(env, "PSLG_PRIOR_MIN_SAMPLES", 3)),
             quality_min_pairs=max(3, _int(env, "PSLG_QUALITY_MIN_PAIRS", 20)),
+            label_map=_label_map(env, "PSLG_LABEL_MAP"),
         )
 
     @property

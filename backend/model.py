@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 from annotate.image_io import LoadedImage
 from annotate.types import Prompt, PromptResult
+from converters.labelstudio.labels import LabelMatcher, LabelTally, UnmatchedLabelError, parse_label_map, task_category
 from converters.labelstudio.regions import prediction_regions
 from converters.labelstudio.schema import LabelSchema
 from converters.labelstudio.tasks import context_prompt, task_box
@@ -76,6 +77,27 @@ class PSLGModel(LabelStudioMLBase):
 
     def setup(self) -> None:
         self.schema = parse_schema(self.label_config)
+        self._matcher: Optional[LabelMatcher] = None
+        #: how each task of the last batch got its label: {task index: (how, category)} with how ``name``,
+        #: ``map``, ``none`` (no category) or ``unmatched`` (the task failed); ``pslg prelabel`` sums them up
+        self.last_label_how: dict[int, tuple[str, Optional[str]]] = {}
+
+    def _task_label(self, expression: Optional[str], data: dict) -> tuple[Optional[str], str, Optional[str]]:
+        """``(label, how, category)`` for a batch task: its category matched by name or through the label map
+        (``PSLG_LABEL_MAP``), else (no category) a label the expression names, else the config's first.
+
+        A category that is none of the labels raises ``UnmatchedLabelError`` listing them: the task fails
+        rather than being labelled as some other class.
+        """
+        category = task_category(data)
+        if category is None or not self.schema.labels:
+            return self.schema.choose_label(expression, data), "none", category
+        if self._matcher is None:
+            settings = getattr(self.runtime, "settings", None)
+            self._matcher = LabelMatcher(list(self.schema.labels),
+                                         parse_label_map(getattr(settings, "label_map", None)))
+        label, how = self._matcher.match(category)
+        return label, how, category
 
     @property
     def model_version(self) -> str:
@@ -208,11 +230,14 @@ class PSLGModel(LabelStudioMLBase):
         out: list[Optional[dict]] = [None] * len(tasks)
 
         def fail(i: int, reason: str) -> None:
-            log.warning("task %s: %s; empty prediction", (tasks[i] or {}).get("id"), reason)
+            tid = (tasks[i] or {}).get("id")
+            log.warning("task %s: %s; empty prediction", tid if tid is not None else f"#{i} of the batch", reason)
             if errors is not None:
                 errors[i] = reason
             out[i] = self._empty(version, reason)
 
+        how_of: dict[int, tuple[str, Optional[str]]] = {}
+        self.last_label_how = how_of
         by_image: dict[str, list[int]] = {}
         for i, task in enumerate(tasks):
             url = self.schema.image_url((task or {}).get("data") or {})
@@ -237,7 +262,12 @@ class PSLGModel(LabelStudioMLBase):
                 try:
                     box = task_box(data, image.width, image.height)
                     # the task's label picks the learned shape prior of its class (annotate.priors)
-                    category = self.schema.choose_label(expression, data)
+                    try:
+                        category, how, named = self._task_label(expression, data)
+                    except UnmatchedLabelError:
+                        how_of[i] = ("unmatched", task_category(data))
+                        raise
+                    how_of[i] = (how, named)
                     if has_grounder and expression:
                         prompts.append(Prompt(text=expression, category=category))
                     elif box is not None:
@@ -259,11 +289,17 @@ class PSLGModel(LabelStudioMLBase):
                 if not result.ok:
                     fail(i, str(result.error))
                     continue
-                label = self.schema.choose_label(prompt.text, data)
+                label = prompt.category if task_category(data) is not None else self.schema.choose_label(prompt.text, data)
                 score = self.runtime.engine.score(result)
                 out[i] = {"result": self._regions(image, result, label, prompt.text, with_box=True),
                           "score": score, "model_version": version}
                 self._keep_prelabel(tasks[i], version, score, result)
+        tally = LabelTally()
+        for how, named in how_of.values():
+            tally.add(how, named)
+        if tally.unmatched:
+            log.warning("%d task(s) of this batch failed on their category: %s", sum(tally.unmatched.values()),
+                        tally.summary())
         self._pin_project_version(version)
         return [o if o is not None else self._empty(version) for o in out]
 

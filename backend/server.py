@@ -9,6 +9,23 @@ from typing import Optional
 from backend.config import Settings
 
 
+def control_socket_path(cfg, host: str, port: int) -> Optional[str]:
+    """A control socket of this instance's own, or None where gunicorn has no control socket (before 25.1).
+
+    gunicorn ≥ 25.1 opens a control socket for ``gunicornc`` at one path per user (``gunicorn.ctl``), so a
+    second ``pslg serve`` of the same user would replace the first one's. Each instance gets
+    ``pslg-serve-HOST-PORT.ctl`` in the same folder instead (feature-detected: no such setting, no socket).
+    """
+    from pathlib import Path
+
+    setting = cfg.settings.get("control_socket") if hasattr(cfg, "settings") else None
+    if setting is None:
+        return None
+    default = setting.get() or str(Path.home() / ".gunicorn" / "gunicorn.ctl")
+    safe_host = "".join(c if c.isalnum() or c in ".-" else "_" for c in host) or "any"
+    return str(Path(default).with_name(f"pslg-serve-{safe_host}-{port}.ctl"))
+
+
 def serve(host: str = "0.0.0.0", port: int = 9090, threads: int = 8, dev: bool = False,
           settings: Optional[Settings] = None, timeout: int = 300) -> None:
     """Start the backend and block. Models load in the background after the worker starts."""
@@ -28,6 +45,9 @@ def serve(host: str = "0.0.0.0", port: int = 9090, threads: int = 8, dev: bool =
                                "timeout": timeout, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
                                "loglevel": os.environ.get("LOG_LEVEL", "info").lower()}.items():
                 self.cfg.set(key, value)
+            socket = control_socket_path(self.cfg, host, port)
+            if socket is not None:
+                self.cfg.set("control_socket", socket)
 
         def load(self):
             # called in the worker after fork, so the model-loading thread lives in the serving process

@@ -135,7 +135,7 @@ def main() -> None:
     tasks_json.write_text(json.dumps(tasks))
     n = len(tasks)
 
-    rows = [("pslg prelabel --workers 1", run_prelabel(tasks_json, root, work, "w1", [], n))]
+    rows = [("pslg prelabel --workers 1", run_prelabel(tasks_json, root, work, "w1", ["--workers", "1"], n))]
     rows.append((f"pslg prelabel --workers {args.workers}",
                  run_prelabel(tasks_json, root, work, f"w{args.workers}", ["--workers", str(args.workers)], n)))
     if not args.no_ray:

@@ -33,12 +33,15 @@ class SelectionError(ValueError):
 class TaskRegion:
     """What the selection needs of one task."""
 
-    task_id: int
+    task_id: Optional[int]
+    """The task's id, or None for a task without one (``pslg import`` writes such tasks)."""
     image: str
     box_pct: tuple[float, float, float, float]  #: x0, y0, x1, y1 in percent of the image
     label: str
     score: Optional[float]
     labelled: bool
+    position: int = 0
+    """Where the task is in its file or project listing (0-based): how a task without an id is named."""
 
 
 def _is_labelled(task: dict) -> bool:
@@ -72,15 +75,19 @@ def _region_label(regions: Iterable[dict]) -> str:
     return ""
 
 
-def task_region(task: dict, image_key: str = "image") -> TaskRegion:
-    """The selection's view of a task; ``SelectionError`` naming the task when it has no id or image."""
-    if not isinstance(task, dict) or "id" not in task:
-        raise SelectionError("a task without an id")
-    tid = int(task["id"])
+def task_region(task: dict, image_key: str = "image", position: int = 0) -> TaskRegion:
+    """The selection's view of the task at ``position``; ``SelectionError`` naming it when it has no image.
+
+    A task without an id (what ``pslg import`` writes, what ``pslg prelabel`` accepts) is selected by its
+    position and named ``task #position``."""
+    if not isinstance(task, dict):
+        raise SelectionError(f"task #{position}: not a JSON object")
+    tid = int(task["id"]) if task.get("id") is not None else None
+    name = f"task {tid}" if tid is not None else f"task #{position}"
     data = task.get("data") or {}
     image = data.get(image_key)
     if not isinstance(image, str) or not image:
-        raise SelectionError(f"task {tid}: no image under data.{image_key}")
+        raise SelectionError(f"{name}: no image under data.{image_key}")
     labelled = _is_labelled(task)
     source = None
     if labelled:
@@ -90,7 +97,7 @@ def task_region(task: dict, image_key: str = "image") -> TaskRegion:
     box = _region_box(regions) or (0.0, 0.0, 100.0, 100.0)
     score = pred.get("score") if pred is not None else None
     label = _region_label(regions) or str(data.get("category") or data.get("label") or "")
-    return TaskRegion(tid, image, box, label, None if score is None else float(score), labelled)
+    return TaskRegion(tid, image, box, label, None if score is None else float(score), labelled, position)
 
 
 def select_from_tasks(tasks: Sequence[dict], size: int, per_image_cap: Optional[int] = None, seed: int = 0,
@@ -98,11 +105,14 @@ def select_from_tasks(tasks: Sequence[dict], size: int, per_image_cap: Optional[
     """The batch (in order, with rationales) from these tasks, and one message per task left out."""
     regions: list[TaskRegion] = []
     problems: list[str] = []
-    for task in tasks:
+    for position, task in enumerate(tasks):
         try:
-            regions.append(task_region(task, image_key))
+            regions.append(task_region(task, image_key, position))
         except (SelectionError, TypeError, ValueError) as exc:
             problems.append(str(exc))
+    # tasks are chosen by id; when some task has none, every task is chosen by its position (never two keys)
+    by_position = any(r.task_id is None for r in regions)
+    key_of = {(r.position if by_position else r.task_id): r for r in regions}
     labels = sorted({r.label for r in regions})
     index = {label: i for i, label in enumerate(labels)}
 
@@ -112,15 +122,23 @@ def select_from_tasks(tasks: Sequence[dict], size: int, per_image_cap: Optional[
     pool = [r for r in regions if not r.labelled]
     # cold start: before any correction the scores are not yet a learned quality estimate
     scored = any(r.labelled for r in regions) and all(r.score is not None for r in pool)
-    candidates = [Candidate(r.task_id, r.image, feats(r), r.score if scored else None, None, r.label) for r in pool]
+    candidates = [Candidate(r.position if by_position else r.task_id, r.image, feats(r), r.score if scored else None,
+                            None, r.label) for r in pool]
     labelled = [feats(r) for r in regions if r.labelled]
-    return select_batch(candidates, size, per_image_cap, seed, labelled), problems
+    choices = select_batch(candidates, size, per_image_cap, seed, labelled)
+    for c in choices:  # the chosen task's id (None without one) and its position, whatever it was chosen by
+        region = key_of[c.task_id]
+        c.task_id = region.task_id
+        c.rationale = {"position": region.position, **c.rationale}
+    return choices, problems
 
 
 def batch_json(choices: Sequence[Choice], source: str, seed: int, per_image_cap: Optional[int]) -> dict[str, Any]:
-    """The file ``pslg select`` writes: task ids in order, and a rationale per task."""
+    """The file ``pslg select`` writes: task ids in order (None for a task without one), their positions in the
+    file or project, and a rationale per task."""
     return {"source": source, "seed": seed, "per_image_cap": per_image_cap,
             "task_ids": [c.task_id for c in choices],
+            "positions": [c.rationale.get("position") for c in choices],
             "tasks": [{"rank": c.rank, "task_id": c.task_id, **c.rationale} for c in choices]}
 
 
@@ -146,21 +164,51 @@ class LiveTasks:
                                       timeout=self.timeout_s, **kwargs)
         if r.status_code >= 300:
             raise SelectionError(f"Label Studio answered HTTP {r.status_code} to {method} {path}: {r.text[:200]}")
-        return r.json() if r.content else None
+        if not r.content:
+            return None
+        try:
+            return r.json()
+        except ValueError:
+            kind = r.headers.get("Content-Type", "no content type").split(";")[0]
+            snippet = " ".join(r.text[:80].split())
+            raise SelectionError(f"{self.url}{path} did not answer JSON ({kind}: {snippet!r}); is --url the Label "
+                                 "Studio server?") from None
+
+    #: pages read at most when the project does not say how many tasks it has
+    MAX_PAGES = 10_000
+
+    def task_count(self) -> Optional[int]:
+        """How many tasks the project says it has (``task_number``), or None when it does not say."""
+        body = self._call("GET", f"/api/projects/{self.project}")
+        count = body.get("task_number") if isinstance(body, dict) else None
+        return int(count) if isinstance(count, int) and count >= 0 else None
 
     def tasks(self, page_size: int = 100) -> list[dict]:
-        """Every task of the project with its annotations and predictions."""
+        """Every task of the project with its annotations and predictions.
+
+        Paging stops at a short page, at the listing's ``total``, at the project's task count, or when a page
+        repeats the last one: a server that always answers full pages cannot keep this reading forever.
+        """
+        count = self.task_count()
+        max_pages = -(-count // page_size) + 1 if count is not None else self.MAX_PAGES
         out: list[dict] = []
-        page = 1
-        while True:
+        previous: Optional[list] = None
+        for page in range(1, max_pages + 1):
             body = self._call("GET", "/api/tasks", params={"project": self.project, "page": page, "page_size": page_size,
                                                            "fields": "all"})
             batch = body.get("tasks", []) if isinstance(body, dict) else body
+            if not isinstance(batch, list):
+                raise SelectionError(f"{self.url}/api/tasks answered a {type(batch).__name__}, not a list of tasks")
+            ids = [t.get("id") for t in batch if isinstance(t, dict)]
+            if ids and ids == previous:  # the server ignores ``page``: the same tasks again
+                return out
+            previous = ids
             out += batch
             total = body.get("total") if isinstance(body, dict) else None
-            if not batch or len(batch) < page_size or (total is not None and len(out) >= total):
+            if (not batch or len(batch) < page_size or (total is not None and len(out) >= total)
+                    or (count is not None and len(out) >= count)):
                 return out
-            page += 1
+        return out
 
     def task_detail(self, task_id: int) -> dict:
         return self._call("GET", f"/api/tasks/{int(task_id)}")

@@ -3,6 +3,7 @@ and the real Label Studio server (started on first use)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -12,6 +13,17 @@ from tests.support.labelstudio_server import labelstudio_server  # noqa: F401  (
 from tests.support.tiny_grounders import save_tiny_grounding_dino, save_tiny_owlv2
 
 from tests.support.data import SHARED_DATA
+
+#: Test modules that need a model stack (torch: SAM, the grounding models). In the light install (``pip install .``,
+#: CI's lowest-versions job) they are not collected; everything else runs there.
+NEEDS_TORCH = [
+    "engine/test_factory.py",
+    "engine/test_grounding_concurrent_loading.py",
+    "engine/test_grounding_models.py",
+    "engine/test_grounding_training.py",
+    "engine/test_sam.py",
+]
+collect_ignore = NEEDS_TORCH if importlib.util.find_spec("torch") is None else []
 
 
 @pytest.fixture(scope="session")

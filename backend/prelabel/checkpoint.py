@@ -8,10 +8,18 @@ are stale.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
+
+def task_digest(task: Mapping[str, Any]) -> str:
+    """A digest of what a task's prediction depends on: its ``data`` (canonical JSON), not its id."""
+    data = task.get("data") if isinstance(task.get("data"), dict) else task
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 class Checkpoint:
@@ -38,9 +46,18 @@ class Checkpoint:
                     records[str(record["task"])] = record
         return records
 
-    def done(self, model_version: str) -> set[str]:
-        """Keys of the tasks finished with ``model_version``."""
-        return {key for key, rec in self.load().items() if rec.get("model_version") == model_version}
+    def done(self, model_version: str, digests: Mapping[str, str] | None = None) -> set[str]:
+        """Keys of the tasks finished with ``model_version`` (and, given ``digests`` {key: task_digest}, whose
+        record was made for a task with that same digest)."""
+        return {key for key, rec in self.load().items() if rec.get("model_version") == model_version
+                and (digests is None or rec.get("digest") == digests.get(key))}
+
+    def remove(self) -> None:
+        """Delete the file (after a complete run: nothing is left to resume)."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Append ``records`` with one write and make them durable before returning."""

@@ -9,10 +9,11 @@ as it finishes (in completion order). Scheduling is the standard library's ``Pro
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Iterable, Iterator, Optional, Protocol
 
-from backend.prelabel.worker import Outcome, PrelabelWorker, WorkerSpec
+from backend.prelabel.worker import Outcome, PrelabelWorker, WorkerSpec, quiet_task_warnings
 
 Chunk = list[tuple[str, dict]]
 
@@ -45,11 +46,33 @@ class InProcessExecutor:
 _worker: Optional[PrelabelWorker] = None
 
 
-def _init_process(spec: WorkerSpec) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send this worker SIGTERM when the parent dies, even by SIGKILL (no cleanup runs
+    then); otherwise an orphaned worker waits on its task queue forever. A parent already gone by the time this
+    runs ends the worker at once. Elsewhere only that last check."""
+    import ctypes
+    import ctypes.util
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_process(spec: WorkerSpec, parent: int) -> None:
     global _worker
     import cv2
 
+    _die_with_parent(parent)
+
     cv2.setNumThreads(1)  # the processes are the parallelism
+    quiet_task_warnings()
     _worker = PrelabelWorker(spec)
 
 
@@ -67,7 +90,9 @@ class ProcessExecutor:
     def __init__(self, spec: WorkerSpec, workers: int) -> None:
         self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_process, initargs=(spec,))
+                                         initializer=_init_process, initargs=(spec, os.getpid()))
+        #: pids of this pool's worker processes (``multiprocessing.active_children`` minus those alive before)
+        self._before = {p.pid for p in multiprocessing.active_children()}
 
     def model_version(self) -> str:
         # one call per worker starts them all now (each loads the models); they must agree
@@ -93,7 +118,18 @@ class ProcessExecutor:
                 yield future.result()
 
     def close(self) -> None:
+        """Stop the workers: after a complete run they are idle and exit; after an interrupt (Ctrl-C, SIGTERM)
+        they may be inside a chunk, so every worker process is terminated and waited for, never left orphaned
+        computing for a parent that is gone."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        workers = [p for p in multiprocessing.active_children() if p.pid not in self._before]
+        for process in workers:
+            process.terminate()
+        for process in workers:
+            process.join(timeout=10)
+            if process.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
+                process.kill()
+                process.join(timeout=5)
 
 
 class RayExecutor:

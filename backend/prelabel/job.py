@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from backend.prelabel.checkpoint import Checkpoint
+from backend.prelabel.checkpoint import Checkpoint, task_digest
+from converters.labelstudio.labels import LabelTally
 from backend.prelabel.executors import Chunk, Executor
 from backend.prelabel.worker import Outcome
 
@@ -29,6 +30,9 @@ class PrelabelReport:
     skipped: int = 0
     predicted: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    labels: LabelTally = field(default_factory=LabelTally)
+    #: every stale task was attempted (no --limit cut the run short)
+    complete: bool = True
     startup_seconds: float = 0.0  # workers started and models loaded
     seconds: float = 0.0  # from then to the last prediction stored
 
@@ -74,23 +78,28 @@ def run_prelabel(source: Any, executor: Executor, checkpoint: Checkpoint, *, ima
     version = executor.model_version()
     report = PrelabelReport(model_version=version, startup_seconds=time.perf_counter() - t0)
     t0 = time.perf_counter()
-    done = checkpoint.done(version)
+    records = checkpoint.load()
+    digests: dict[str, str] = {}
     todo: list[tuple[str, dict]] = []
     for key, task, versions in source.iter_tasks():
         report.total += 1
-        if key in done or version in versions:
+        digests[key] = digest = task_digest(task)
+        rec = records.get(key)
+        if version in versions or (rec is not None and rec.get("model_version") == version
+                                   and rec.get("digest") == digest):
             report.skipped += 1
         else:
             todo.append((key, task))
-    if limit is not None:
+    if limit is not None and len(todo) > limit:
         todo = todo[:limit]
+        report.complete = False
     pending: list[Outcome] = []
 
     def flush() -> None:
         if not pending:
             return
         source.store(pending)
-        checkpoint.append({"task": o.key, "model_version": version,
+        checkpoint.append({"task": o.key, "digest": digests.get(o.key), "model_version": version,
                            **({"prediction": o.prediction} if keep_predictions else {})} for o in pending)
         report.predicted += len(pending)
         pending.clear()
@@ -101,6 +110,8 @@ def run_prelabel(source: Any, executor: Executor, checkpoint: Checkpoint, *, ima
     try:
         for outcomes in executor.results(make_chunks(todo, chunk_size, image_key)):
             for outcome in outcomes:
+                if outcome.labelled is not None:
+                    report.labels.add(*outcome.labelled)
                 if outcome.error is not None:
                     report.errors.append((outcome.key, outcome.error))
                 else:
@@ -118,6 +129,9 @@ def run_prelabel(source: Any, executor: Executor, checkpoint: Checkpoint, *, ima
 
 
 def assemble_output(source: Any, checkpoint: Checkpoint, out: Path) -> int:
-    """Write a tasks file's output from the predictions recorded in its checkpoint (all model versions)."""
-    predictions = {key: rec["prediction"] for key, rec in checkpoint.load().items() if "prediction" in rec}
+    """Write a tasks file's output from the predictions recorded in its checkpoint (all model versions), each
+    only onto the task it was made for (same key and same data digest)."""
+    current = {key: task_digest(task) for key, task in source.seen_tasks()}
+    predictions = {key: rec["prediction"] for key, rec in checkpoint.load().items()
+                   if "prediction" in rec and key in current and rec.get("digest") == current[key]}
     return source.write_output(out, predictions)

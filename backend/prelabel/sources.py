@@ -50,6 +50,17 @@ class TaskFile:
         for key, task in zip(self.keys(), self.tasks):
             yield key, task, _versions(task)
 
+    def seen_tasks(self) -> list[tuple[str, dict]]:
+        """``(key, task)`` of every task the output will hold."""
+        return list(zip(self.keys(), self.tasks))
+
+    def describe(self, key: str) -> str:
+        """How a message names a task: its id and its position in the file (``task 17 (#3)``, ``task #3``)."""
+        if key.startswith("#"):
+            return f"task {key}"
+        position = next((i for i, k in enumerate(self.keys()) if k == key), None)
+        return f"task {key} (#{position})" if position is not None else f"task {key}"
+
     def store(self, outcomes: Sequence[Outcome]) -> None:
         """Predictions of a file job live in the checkpoint until :meth:`write_output` assembles them."""
 
@@ -126,6 +137,12 @@ class LiveProjectTasks:
                    for o in outcomes if o.prediction is not None]
         if request:
             self._client.projects.import_predictions(id=self.project, request=request)
+
+    def seen_tasks(self) -> list[tuple[str, dict]]:
+        return list(self._seen)
+
+    def describe(self, key: str) -> str:
+        return f"task {key}"
 
     def write_output(self, out: Path, predictions: dict[str, dict[str, Any]]) -> int:
         return write_tasks_with_predictions(self._seen, predictions, out)

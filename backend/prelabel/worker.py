@@ -32,6 +32,19 @@ class Outcome:
     task_id: Optional[int]
     prediction: Optional[dict[str, Any]] = None
     error: Optional[str] = None
+    #: how the task got its label: (``name`` | ``map`` | ``none`` | ``unmatched``, its category or None)
+    labelled: Optional[tuple[str, Optional[str]]] = None
+
+
+def quiet_task_warnings() -> None:
+    """A bulk job reports each failed task once, in its summary: the model's per-task warnings (which an
+    unconfigured ``logging`` prints to stderr too, as "task None: ...") are not repeated. Called by the CLI
+    process and by each worker process, never by a library user's process."""
+    import logging
+
+    logger = logging.getLogger("pslg.backend.model")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
 
 
 class PrelabelWorker:
@@ -76,11 +89,12 @@ class PrelabelWorker:
         tasks = [task for _, task in chunk]
         errors: dict[int, str] = {}
         predictions = self.model._predict_batch(tasks, errors=errors)
+        how = self.model.last_label_how
         out = []
         for i, ((key, task), prediction) in enumerate(zip(chunk, predictions)):
             task_id = task.get("id")
             if i in errors:
-                out.append(Outcome(key, task_id, error=errors[i]))
+                out.append(Outcome(key, task_id, error=errors[i], labelled=how.get(i)))
             else:
-                out.append(Outcome(key, task_id, prediction=prediction))
+                out.append(Outcome(key, task_id, prediction=prediction, labelled=how.get(i)))
         return out

@@ -19,6 +19,12 @@ import typer
 
 EXIT_INTERRUPTED = 130
 
+#: ``rich_markup_mode`` of every ``pslg`` Typer app: Click's plain help (a public Typer option). It rewraps to the
+#: terminal's width without cutting option names or environment variables (Rich's help panels cut them to
+#: "--train-backbo…" at 80 columns), shows flags without value hints, and reads the same on every Typer release
+#: the package allows, with no patch of Typer's internals.
+HELP_MARKUP = None
+
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
@@ -68,25 +74,6 @@ def version_callback(value: bool) -> None:
     except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
         typer.echo("pslg (not installed as a package)")
     raise typer.Exit()
-
-
-def hide_flag_value_hints() -> None:
-    """Show flags (``--overwrite``, ``--cfpg/--no-cfpg``, ``--help``) without a value hint in ``--help``.
-
-    Typer's rich help labels every option with its type; for a flag that reads ``<bool>``, as if the flag took a
-    value (``--overwrite <bool>``). Flags take none, so their type cell is left empty. Idempotent.
-    """
-    from typer.core import TyperOption
-
-    original = TyperOption.display_type_rich
-    if getattr(original, "_hides_flag_hints", False):
-        return
-
-    def display_type_rich(self: TyperOption, ctx):  # type: ignore[no-untyped-def]
-        return None if self.is_flag else original(self, ctx)
-
-    display_type_rich._hides_flag_hints = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
 def print_table(table: object, console: object = None) -> None:

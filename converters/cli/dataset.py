@@ -16,15 +16,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from converters.cli.common import EXIT_INTERRUPTED, interruptible, print_table, write_error
+from converters.cli.common import HELP_MARKUP, EXIT_INTERRUPTED, interruptible, print_table, write_error
 from converters.model import Report
 
 console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
 
-export_app = typer.Typer(help="Label Studio export (file or live project) → COCO or RRSIS-D dataset.",
+export_app = typer.Typer(rich_markup_mode=HELP_MARKUP, help="Label Studio export (file or live project) → COCO or RRSIS-D dataset.",
                          no_args_is_help=True)
-import_app = typer.Typer(help="RRSIS-D or COCO dataset → Label Studio tasks JSON (ground truth for review).",
+import_app = typer.Typer(rich_markup_mode=HELP_MARKUP, help="RRSIS-D or COCO dataset → Label Studio tasks JSON (ground truth for review).",
                          no_args_is_help=True)
 
 SELECT_HELP = "Which annotation wins when a task has several: latest | ground-truth | annotator:EMAIL_OR_ID."
@@ -182,10 +182,10 @@ _SKIP_ERRORS_OPT = typer.Option(False, "--skip-errors", help="Exit 0 even when s
 
 _EXPORT_EPILOG = (
     "Examples:\n\n"
-    "  pslg export {kind} project-1.json --image-root ~/ls-media --out {out}\n\n"
-    "  pslg export {kind} --url http://localhost:8080 --project 1 --out {out}   "
+    "\b\n  pslg export {kind} project-1.json --image-root ~/ls-media --out {out}\n\n"
+    "\b\n  pslg export {kind} --url http://localhost:8080 --project 1 --out {out}   "
     "(token from $LABEL_STUDIO_API_KEY)\n\n"
-    "  curl … | pslg export {kind} - --image-root ~/ls-media --out {out}"
+    "\b\n  curl … | pslg export {kind} - --image-root ~/ls-media --out {out}"
 )
 
 
@@ -289,8 +289,8 @@ def _run_import(kind: str, source: Path, out: Path, as_: str, url_prefix: Option
 
 
 _IMPORT_EPILOG = {
-    "rrsis": "Example:\n\n  pslg import rrsis data/ --split val --document-root ~/ls-media --out tasks.json",
-    "coco": "Example:\n\n  pslg import coco coco/annotations.json --url-prefix http://files.local/ --out tasks.json",
+    "rrsis": "Example:\n\n\b\n  pslg import rrsis data/ --split val --document-root ~/ls-media --out tasks.json",
+    "coco": "Example:\n\n\b\n  pslg import coco coco/annotations.json --url-prefix http://files.local/ --out tasks.json",
 }
 
 
@@ -401,7 +401,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(export_app, name="export", rich_help_panel=panel)
     app.add_typer(import_app, name="import", rich_help_panel=panel)
     app.command("validate", rich_help_panel=panel,
-                epilog="Examples:\n\n  pslg validate data/rrsisd\n\n"
-                       "  pslg validate coco/annotations.json --no-images")(validate_command)
+                epilog="Examples:\n\n\b\n  pslg validate data/rrsisd\n\n"
+                       "\b\n  pslg validate coco/annotations.json --no-images")(validate_command)
     app.command("stats", rich_help_panel=panel,
-                epilog="Example:\n\n  pslg stats data/rrsisd")(stats_command)
+                epilog="Example:\n\n\b\n  pslg stats data/rrsisd")(stats_command)

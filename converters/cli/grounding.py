@@ -16,13 +16,13 @@ import typer
 
 from annotate.atomic import atomic_write_text
 from annotate.image_io import DEFAULT_MAX_PIXELS
-from converters.cli.common import check_writable_folder, model_spec_problem, print_table, write_error
+from converters.cli.common import EXIT_INTERRUPTED, HELP_MARKUP, check_writable_folder, interruptible, model_spec_problem, print_table, write_error
 
 EXIT_ITEMS_FAILED = 1
 EXIT_USAGE = 2
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
-train_app = typer.Typer(name="train", help="Train the models of the toolkit on your own data.", no_args_is_help=True)
+train_app = typer.Typer(rich_markup_mode=HELP_MARKUP, name="train", help="Train the models of the toolkit on your own data.", no_args_is_help=True)
 
 
 def _fail(message: str) -> "typer.Exit":
@@ -48,6 +48,22 @@ def _read_split(data: Path, split: str, images: Optional[Path] = None, *, requir
                 + (f"its splits: {', '.join(repr(s) for s in present)}" if present else "it has no refs at all"))
 
 
+def _default_split(data: Path, images: Optional[Path]) -> str:
+    """``test`` when the dataset has it, else its only split (said on stderr); several others: fail naming them."""
+    from converters.rrsis import read_rrsis
+
+    try:
+        present = sorted({r.split for r in read_rrsis(data, image_dir=images)})
+    except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
+        raise _fail(f"cannot read the RRSIS dataset at {data}: {exc}") from None
+    if "test" in present or not present:
+        return "test"
+    if len(present) == 1:
+        typer.echo(f"eval: {data} has no 'test' split; scoring its only split, {present[0]!r}", err=True)
+        return present[0]
+    raise _fail(f"{data} has no 'test' split; give --split, one of {', '.join(repr(s) for s in present)}")
+
+
 def check_model_spec(spec: str, option: str) -> None:
     """Fail (exit 2) when ``spec`` names a missing local folder (see ``common.model_spec_problem``)."""
     problem = model_spec_problem(spec, option)
@@ -61,8 +77,8 @@ def _has_files(folder: Path) -> bool:
 
 @train_app.command("grounding", epilog=(
     "Examples:\n\n"
-    "  pslg train grounding --data data/ --base IDEA-Research/grounding-dino-tiny --out models/\n\n"
-    "  pslg train grounding --data data/ --base models/ --out models/ --epochs 5 --device cuda"))
+    "\b\n  pslg train grounding --data data/ --base IDEA-Research/grounding-dino-tiny --out models/\n\n"
+    "\b\n  pslg train grounding --data data/ --base models/ --out models/ --epochs 5 --device cuda"))
 def train_grounding(
     data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (refs(unc).p + instances.json + images), e.g. from `pslg export rrsis`."),
     base: str = typer.Option(..., "--base", help="Model to start from: a Grounding DINO directory, a model store (its current version) or a hub id such as IDEA-Research/grounding-dino-tiny."),
@@ -97,13 +113,17 @@ def train_grounding(
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, train_backbones=train_backbones)
     out_is_new = not out.exists()
     try:
-        result = train_grounder(
-            samples_from_records(train_records), samples_from_records(val_records), base, out, config,
-            device=device, data_root=str(Path(data).resolve()), resume=resume, progress=progress, log=typer.echo,
-        )
+        with interruptible():  # SIGTERM unwinds like Ctrl-C: the store keeps only committed versions
+            result = train_grounder(
+                samples_from_records(train_records), samples_from_records(val_records), base, out, config,
+                device=device, data_root=str(Path(data).resolve()), resume=resume, progress=progress, log=typer.echo,
+            )
     except BaseException as exc:
         if out_is_new and out.is_dir() and not _has_files(out):  # a failed first run leaves no empty folder
             shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt):
+            typer.echo(f"interrupted: no new version was committed to {out}", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         if isinstance(exc, (GroundingError, DeviceError, ValueError)):
             raise _fail(str(exc)) from None
         if isinstance(exc, OSError):
@@ -285,15 +305,15 @@ def evaluate_boxes_only(records: list, grounder: Any, progress: bool = True,
 
 EVAL_EPILOG = (
     "Examples:\n\n"
-    "  pslg eval --data data/ --split test --grounding models/ --out eval-test.json\n\n"
-    "  pslg eval --data data/ --split val --grounding models/ --boxes-only     (stage 1 alone, fast)\n\n"
-    "  pslg eval --data data/ --split test --oracle-box --no-mbo               (stage 2 alone)"
+    "\b\n  pslg eval --data data/ --split test --grounding models/ --out eval-test.json\n\n"
+    "\b\n  pslg eval --data data/ --split val --grounding models/ --boxes-only     (stage 1 alone, fast)\n\n"
+    "\b\n  pslg eval --data data/ --split test --oracle-box --no-mbo               (stage 2 alone)"
 )
 
 
 def eval_command(
     data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (e.g. from `pslg export rrsis`).", show_default=False),
-    split: str = typer.Option("test", "--split", help="Split to score: train, val or test."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to score: train, val or test (default: test, or the only split the dataset has).", show_default=False),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder of the image files when they are not at <data>/images/<name>/JPEGImages.", show_default=False),
     grounding: Optional[str] = typer.Option(None, "--grounding", "-g", metavar="MODEL", help="Stage-1 model: a local folder (Grounding DINO, OWLv2, a `pslg train grounding` model store) or a hub id."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", envvar="PSLG_SAM_CHECKPOINT", help="SAM checkpoint (a file, or a name such as vit_b from `pslg models pull`); without it the weights-free classical segmenter runs.", show_default=False),
@@ -323,6 +343,8 @@ def eval_command(
             check_writable_folder(out.parent)
         except OSError as exc:
             raise _fail(write_error(exc, out)) from None
+    if split is None:
+        split = _default_split(data, image_root)
     records = _read_split(data, split, image_root)
     if limit:
         records = records[:limit]
@@ -340,7 +362,12 @@ def eval_command(
     settings = {"data": str(Path(data).resolve()), "split": split, "grounding": grounding if not oracle_box else None,
                 "oracle_box": oracle_box, "boxes_only": boxes_only, "spatial": spatial, "refs": len(records)}
     if boxes_only:
-        report = evaluate_boxes_only(records, grounder, progress=progress, max_pixels=max_pixels)
+        try:
+            with interruptible():
+                report = evaluate_boxes_only(records, grounder, progress=progress, max_pixels=max_pixels)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing written", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         report["settings"] = {**settings, "model_version": getattr(grounder, "model_version", None)}
         _print_box_report(report)
     else:
@@ -349,7 +376,13 @@ def eval_command(
         except (DeviceError, MissingExtraError, ValueError, FileNotFoundError, OSError) as exc:
             raise _fail(str(exc)) from None
         pipeline = build_pipeline(segmenter=segmenter, grounding=grounder, use_cfpg=cfpg, use_mbo=mbo)
-        report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress, max_pixels=max_pixels)
+        try:
+            with interruptible():  # SIGTERM (a scheduler, `timeout`) says so instead of dying silently
+                report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress,
+                                          max_pixels=max_pixels)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing written", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         report["settings"] = {**settings, "checkpoint": str(checkpoint) if checkpoint else None,
                               "model_type": model_type, "cfpg": pipeline.use_cfpg, "mbo": pipeline.use_mbo,
                               "model_version": pipeline.model_version}

@@ -11,9 +11,10 @@ from typing import Optional
 import typer
 
 from converters.cli import dataset, grounding, models, prelabel, segment, select, serve
-from converters.cli.common import hide_flag_value_hints, version_callback
+from converters.cli.common import HELP_MARKUP, version_callback
 
 app = typer.Typer(
+    rich_markup_mode=HELP_MARKUP,
     name="pslg",
     help=(
         "Build referring remote-sensing segmentation (RRSIS) datasets: PSLG-SAM pre-labelling "
@@ -36,7 +37,6 @@ def main(
 
 for module in (segment, models, dataset, grounding, serve, prelabel, select):
     module.register(app)
-hide_flag_value_hints()
 
 
 if __name__ == "__main__":  # pragma: no cover

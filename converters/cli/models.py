@@ -12,10 +12,13 @@ from typing import Optional
 
 import typer
 
+from converters.cli.common import HELP_MARKUP
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 models_app = typer.Typer(
+    rich_markup_mode=HELP_MARKUP,
     help=(
         "Official SAM checkpoints (vit_h, vit_l, vit_b): list them, download with resume and sha256/md5 "
         "verification, verify files. Cache: $PSLG_CACHE_DIR/checkpoints (default ~/.cache/pslg/checkpoints); "
@@ -39,7 +42,7 @@ def _mb(n: Optional[int]) -> str:
     return "?" if n is None else f"{n / 1e6:,.0f} MB"
 
 
-@models_app.command("list", epilog="Example:\n\n  pslg models list")
+@models_app.command("list", epilog="Example:\n\n\b\n  pslg models list")
 def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
     """Known checkpoints, their size and sha256, and whether each is in the cache (complete or partial)."""
     from rich.console import Console
@@ -70,7 +73,7 @@ def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
     typer.echo("Presence is by file name and size; `pslg models verify` checks the digests.")
 
 
-@models_app.command("pull", epilog="Example:\n\n  pslg models pull vit_b\n\n  pslg models pull vit_h --url https://mirror.example/sam_vit_h_4b8939.pth")
+@models_app.command("pull", epilog="Example:\n\n\b\n  pslg models pull vit_b\n\n\b\n  pslg models pull vit_h --url https://mirror.example/sam_vit_h_4b8939.pth")
 def pull_command(
     name: str = typer.Argument(..., help="vit_b, vit_l or vit_h."),
     url: Optional[str] = typer.Option(None, "--url", help="Download from this URL (a mirror) instead of the official one; the official digests still apply."),
@@ -91,7 +94,7 @@ def pull_command(
     typer.echo(f"{name}: {path} (verified)")
 
 
-@models_app.command("verify", epilog="Example:\n\n  pslg models verify\n\n  pslg models verify ~/Downloads/sam_vit_b_01ec64.pth")
+@models_app.command("verify", epilog="Example:\n\n\b\n  pslg models verify\n\n\b\n  pslg models verify ~/Downloads/sam_vit_b_01ec64.pth")
 def verify_command(
     target: Optional[str] = typer.Argument(None, help="A name (vit_b …) or a file path; default: every checkpoint in the cache."),
     cache_dir: Optional[Path] = _CACHE_OPT,
@@ -143,8 +146,12 @@ def _store(directory: Path):
     from annotate.modelstore import ModelStore, is_store
 
     if not is_store(directory):
+        inner = directory / "grounders"  # a backend's MODEL_DIR: its learned versions live in this store
+        if is_store(inner):
+            typer.echo(f"{directory} is a backend's MODEL_DIR: using the model store inside it, {inner}", err=True)
+            return ModelStore(inner)
         raise _fail(f"{directory} is not a model store (no store.json or vNNNN versions); "
-                    "`pslg train grounding --out DIR` creates one")
+                    "`pslg train grounding --out DIR` creates one, and a backend keeps its own in MODEL_DIR/grounders")
     return ModelStore(directory)
 
 
@@ -154,7 +161,10 @@ def versions_command(
 ) -> None:
     """List a model store's versions: kind, parent, samples, validation score, created, and which one is served.
 
-    Example: pslg models versions models/
+    Example:
+
+    \b
+      pslg models versions models/
     """
     from rich.console import Console
     from rich.table import Table
@@ -194,7 +204,10 @@ def rollback_command(
 ) -> None:
     """Serve an earlier version: a backend following this store switches to it within its poll interval.
 
-    Example: pslg models rollback models/ v0002
+    Example:
+
+    \b
+      pslg models rollback models/ v0002
     """
     from annotate.modelstore import ModelStoreError
 
@@ -214,7 +227,10 @@ def mark_bad_command(
 ) -> None:
     """Stop serving a version (the next older good one is served); the files stay.
 
-    Example: pslg models mark-bad models/ v0003 --reason "worse on val"
+    Example:
+
+    \b
+      pslg models mark-bad models/ v0003 --reason "worse on val"
     """
     from annotate.modelstore import ModelStoreError
 

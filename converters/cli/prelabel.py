@@ -19,7 +19,8 @@ EXIT_INTERRUPTED = 130
 
 def _settings(url: Optional[str], token: Optional[str], sam_checkpoint: Optional[str], model_type: Optional[str],
               grounding: Optional[str], device: Optional[str], local_files_root: Optional[Path],
-              cache_embeddings: Optional[Path]):
+              cache_embeddings: Optional[Path], local_image_root: Optional[Path] = None,
+              label_map: Optional[str] = None):
     """The backend's settings (same environment variables, hence the same model_version), overridden by options."""
     from backend.config import Settings
 
@@ -44,6 +45,16 @@ def _settings(url: Optional[str], token: Optional[str], sam_checkpoint: Optional
         changes["local_files_root"] = str(local_files_root)
     if cache_embeddings:
         changes["embedding_cache"] = cache_embeddings
+    if local_image_root:
+        changes["local_image_root"] = str(local_image_root)
+    if label_map:
+        from converters.labelstudio.labels import parse_label_map
+
+        try:
+            parse_label_map(label_map)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--label-map") from None
+        changes["label_map"] = label_map
     return dataclasses.replace(s, **changes)
 
 
@@ -63,7 +74,9 @@ def register(app: typer.Typer) -> None:
                                               "shipped one-expression-per-task config)."),
         progress_file: Optional[Path] = typer.Option(None, "--progress-file", help="Progress file (default: OUT.progress.jsonl, or "
                                                   "prelabel-project-N.progress.jsonl here); a rerun resumes from it."),
-        workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes (each loads the models once)."),
+        workers: int = typer.Option(0, "--workers", min=0, show_default=False,
+                                    help="Local worker processes, each loading the models once (default: one per "
+                                    "core; 1: in this process)."),
         ray: Optional[str] = typer.Option(None, "--ray", help="Run on Ray: auto (this machine's cluster), an address (ray://head:10001), or local (start one here)."),
         ray_actors: int = typer.Option(0, "--ray-actors", min=0, help="Ray actors (default: one per cluster CPU, "
                                        "or per GPU with --ray-gpus)."),
@@ -80,13 +93,32 @@ def register(app: typer.Typer) -> None:
                                                 "none: boxes from the tasks)."),
         device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 (default $PSLG_DEVICE)."),
         local_files_root: Optional[Path] = typer.Option(None, help="Read /data/local-files/ images from this folder "
-                                                        "(default $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)."),
+                                                        "(default: the variable LABEL_STUDIO_LOCAL_FILES_"
+                                                        "DOCUMENT_ROOT)."),
+        local_image_root: Optional[Path] = typer.Option(None, "--local-image-root", help="Read tasks whose image is "
+                                                        "a plain file path from this folder (default "
+                                                        "$PSLG_LOCAL_IMAGE_ROOT)."),
+        label_map: Optional[str] = typer.Option(None, "--label-map", help="Label for task categories that are none "
+                                                "of the config's labels: CATEGORY=LABEL[,...] or a JSON file "
+                                                "(default $PSLG_LABEL_MAP); unmapped ones fail."),
     ) -> None:
         """Pre-label every task that has no prediction of the current model version yet.
 
         Same models, settings (PSLG_* variables) and model_version as `pslg serve`: after a retrain, a rerun
         re-predicts only the stale tasks. Interrupted or killed runs resume from the progress file without ever
-        storing a second prediction of one model version for a task.
+        storing a second prediction of one model version for a task. The progress file is removed once a run
+        finishes every task; it stays while tasks failed or the run was cut short.
+
+        Task categories are matched to the config's labels by name (case, spaces/underscores, plurals); a task
+        whose category is none of them fails (listed with its position) unless --label-map maps it.
+
+        Examples:
+
+        \b
+          pslg prelabel tasks.json --out tasks-with-predictions.json --local-image-root /data/scenes
+
+        \b
+          pslg prelabel --url http://localhost:8080 --project 7 --workers 4
         """
         from rich.console import Console
         from rich.markup import escape
@@ -99,10 +131,16 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--project needs --url and --token (or LABEL_STUDIO_API_KEY)")
         if tasks is not None and out is None:
             raise typer.BadParameter("a tasks file needs --out (the tasks with predictions are written there)")
-        if workers > 1 and ray:
+        if workers and ray:
             raise typer.BadParameter("give --workers or --ray, not both")
+        workers = workers or (os.cpu_count() or 1)
         settings = _settings(url, token, sam_checkpoint, model_type, grounding, device, local_files_root,
-                             cache_embeddings)
+                             cache_embeddings, local_image_root, label_map)
+
+        from backend.prelabel.worker import quiet_task_warnings
+        from converters.cli.common import interruptible
+
+        quiet_task_warnings()
 
         def secret_free(text: str) -> str:
             return text.replace(token, "***") if token else text
@@ -140,7 +178,7 @@ def register(app: typer.Typer) -> None:
 
         executor = None
         try:
-            with bar:
+            with interruptible(), bar:
                 t0 = time.perf_counter()
                 executor = _executor(spec, workers, ray, ray_actors, ray_gpus)
                 built_s = time.perf_counter() - t0  # in-process models load here; worker processes start later
@@ -158,20 +196,25 @@ def register(app: typer.Typer) -> None:
         finally:
             if executor is not None:
                 executor.close()
+        checkpoint = Checkpoint(progress_file)
         if out is not None:
-            written = assemble_output(source, Checkpoint(progress_file), out)
+            written = assemble_output(source, checkpoint, out)
             console.print(f"wrote {written} task(s) with predictions to {escape(str(out))}")
         console.print(f"model_version {escape(report.model_version)}: {report.predicted} predicted, "
                       f"{report.skipped} already up to date, {len(report.errors)} failed, of {report.total} task(s) "
                       f"in {report.seconds:.1f} s ({report.tasks_per_second:.1f} tasks/s) after "
-                      f"{report.startup_seconds:.1f} s of model loading")
+                      f"{report.startup_seconds:.1f} s of model loading", highlight=False)
+        labels = report.labels
+        if labels.by_name or labels.by_map or labels.unmatched:
+            console.print(escape(labels.summary()), highlight=False)
         if report.errors:
             console.print(f"[red]{len(report.errors)} task(s) failed[/red] (not recorded: a rerun retries them):")
-            for key, reason in report.errors[:50]:
-                console.print(f"  task {escape(key)}: {escape(secret_free(reason))}")
-            if len(report.errors) > 50:
-                console.print(f"  … and {len(report.errors) - 50} more")
+            for key, reason in report.errors:  # one line per failed task, with its position
+                console.print(f"{escape(source.describe(key))}: {escape(secret_free(reason))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(EXIT_TASK_ERRORS)
+        if report.complete:
+            checkpoint.remove()  # every task is done: nothing to resume (a failed or --limit run keeps it)
 
 
 def _executor(spec, workers: int, ray: Optional[str], ray_actors: int, ray_gpus: float):
@@ -179,10 +222,9 @@ def _executor(spec, workers: int, ray: Optional[str], ray_actors: int, ray_gpus:
     from backend.prelabel.executors import InProcessExecutor, ProcessExecutor, RayExecutor
 
     if ray:
-        import importlib.util
+        from annotate.extras import require_extra
 
-        if importlib.util.find_spec("ray") is None:
-            raise RuntimeError("--ray needs Ray: pip install 'pslg-annotate[ray]'")
+        require_extra("ray", "--ray")
         address = None if ray == "local" else ray
         return RayExecutor(spec, address, actors=ray_actors or None, num_gpus=ray_gpus)
     if workers > 1:

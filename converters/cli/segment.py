@@ -29,25 +29,27 @@ EXIT_USAGE = 2
 
 HELP = """Segment objects in one image with PSLG-SAM stage 2 (box/points → SAM or the weights-free segmenter → MBO).
 
-[bold]One prompt[/bold] (writes DIR/mask.png, DIR/overlay.png, DIR/results.json):
+One prompt (writes DIR/mask.png, DIR/overlay.png, DIR/results.json):
 
+\b
   pslg segment scene.tif --box 120,40,260,180 --point 190,110 --out out/
 
-[bold]Many prompts, one encoder pass[/bold] (writes DIR/mask_000.png …, one DIR/overlay.png, DIR/results.json):
+Many prompts, one encoder pass (writes DIR/mask_000.png …, one DIR/overlay.png, DIR/results.json):
 
+\b
   pslg segment scene.tif --prompts prompts.json --out out/
 
 PROMPTS.json is a list of objects in image pixels:
-{"box": \\[x0, y0, x1, y1], "points": \\[\\[x, y], ...], "point_labels": \\[1, 0, ...], "text": "..."};
+{"box": [x0, y0, x1, y1], "points": [[x, y], ...], "point_labels": [1, 0, ...], "text": "..."};
 everything but one of box / points / text is optional, point_labels default to 1 (on the object).
 
-[bold]Text prompts[/bold] need a grounding model (stage 1): --text "the storage tank at the top left"
+Text prompts need a grounding model (stage 1): --text "the storage tank at the top left"
 --grounding DIR_OR_HUB_ID. A prompt with text and a box uses the box.
 
-[bold]Segmenter[/bold]: without --checkpoint the weights-free classical segmenter runs; with --checkpoint
+Segmenter: without --checkpoint the weights-free classical segmenter runs; with --checkpoint
 (or $PSLG_SAM_CHECKPOINT) SAM runs (--model-type vit_h | vit_l | vit_b | auto, or $PSLG_SAM_MODEL_TYPE).
 
-[bold]results.json[/bold]: a list, one entry per prompt in order: segmentation (COCO compressed RLE),
+results.json: a list, one entry per prompt in order: segmentation (COCO compressed RLE),
 score, box and points actually used (CFPG point included), area, bbox (COCO xywh), mask_file,
 grounding_score, timings_ms, model_version, and error (null when the prompt succeeded).
 
@@ -56,9 +58,9 @@ Exit codes: 0 all prompts succeeded; 1 some prompt failed (the others are writte
 
 EPILOG = (
     "Examples:\n\n"
-    "  pslg segment scene.tif --box 120,40,260,180 --point 190,110 --out out/\n\n"
-    "  pslg segment scene.tif --prompts prompts.json --out out/\n\n"
-    "  pslg segment scene.tif --text \"the storage tank at the top left\" --grounding models/ --out out/"
+    "\b\n  pslg segment scene.tif --box 120,40,260,180 --point 190,110 --out out/\n\n"
+    "\b\n  pslg segment scene.tif --prompts prompts.json --out out/\n\n"
+    "\b\n  pslg segment scene.tif --text \"the storage tank at the top left\" --grounding models/ --out out/"
 )
 
 
@@ -89,7 +91,7 @@ def segment(
     mbo: Optional[bool] = typer.Option(None, "--mbo/--no-mbo", help="Refine each mask's boundary with MBO (default: the measured default for the segmenter).", show_default=False),
     spatial: bool = typer.Option(True, "--spatial/--no-spatial", help="Let position and size words of a text prompt (\"top left\", \"largest\") re-rank the grounder's boxes."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", envvar="PSLG_MAX_PIXELS", min=1, help="Refuse images with more pixels (width × height) than this; tile bigger scenes."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the results table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the results table (failed prompts are still listed, one line each)."),
 ) -> None:
     # ---- what to do: options → prompts (pure parsing first, so mistakes cost no model loading)
     single = prompts is None
@@ -174,8 +176,14 @@ def segment(
         _print_table(records, image, rgb.shape, version, elapsed, out_dir)
     if failed:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]{failed} of {len(results)} prompt(s) failed[/bold red]; see {out_dir / 'results.json'}", highlight=False)
+        err = Console(stderr=True)
+        if quiet:  # -q drops the table, never the reasons: one line per failed prompt, with its index
+            for i, r in enumerate(results):
+                if r.error is not None:
+                    err.print(f"prompt {i}: {escape(str(r.error))}", highlight=False)
+        err.print(f"[bold red]{failed} of {len(results)} prompt(s) failed[/bold red]; see {out_dir / 'results.json'}", highlight=False)
         raise typer.Exit(EXIT_PROMPT_FAILED)
 
 

@@ -35,9 +35,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Choose the next batch to annotate: least certain pre-labels first, spread over images and kinds of region.
 
-        Example:
+        Tasks without an id (what `pslg import` writes) are chosen by their position in the file, which the
+        batch lists under "positions" (task ids are null then).
 
+        Examples:
+
+        \b
           pslg select --project 7 --url http://localhost:8080 --size 20 --out batch.json
+
+        \b
+          pslg select tasks.json --size 20 --per-image-cap 2
         """
         from annotate.atomic import atomic_write_text
         from converters.batch_select import LiveTasks, SelectionError, batch_json, load_tasks_file, select_from_tasks
@@ -63,6 +70,9 @@ def register(app: typer.Typer) -> None:
             choices, problems = select_from_tasks(items, size, cap, seed, image_key)
             for message in problems:
                 typer.echo(f"left out: {message}", err=True)
+            if items and len(problems) == len(items):
+                typer.echo(f"error: none of the {len(items)} task(s) of {source} can be selected (see above)", err=True)
+                raise typer.Exit(1)
             result = batch_json(choices, source, seed, cap)
             if live is not None and choices:
                 result["view_id"] = live.save_view([c.task_id for c in choices], view_title)

@@ -256,6 +256,7 @@ def test_setup_credentials_are_the_fallback(make_client):
 
 
 def test_failed_model_load_is_reported(tmp_path, scene):
+    pytest.importorskip("segment_anything")  # the light install reports the missing [sam] extra instead
     settings = Settings(model_dir=tmp_path / "m", sam_checkpoint=str(tmp_path / "nope.pth"), device="cpu", predict_wait_s=5)
     runtime = Runtime(settings)
     assert not runtime.engine.wait_ready(60)

@@ -49,6 +49,45 @@ def test_every_help_has_an_example_and_no_bool_value_hints(path: tuple[str, ...]
     assert "<bool>" not in res.output
 
 
+def _all_commands(cmd=None, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    cmd = cmd if cmd is not None else typer.main.get_command(app)
+    if hasattr(cmd, "commands"):
+        return [p for name, sub in cmd.commands.items() for p in _all_commands(sub, path + (name,))]
+    return [path]
+
+
+def test_every_command_is_listed_by_the_walk() -> None:
+    found = _all_commands()
+    assert {("serve",), ("prelabel",), ("select",), ("models", "versions"), ("segment",)} <= set(found)
+    assert len(found) >= 18
+
+
+@pytest.mark.parametrize("path", _all_commands(), ids=" ".join)
+def test_help_at_80_columns_shows_an_example_and_every_name_in_full(path: tuple[str, ...]) -> None:
+    res = pslg(*path, "--help", env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    text = res.output
+    assert "Example" in text and "pslg " + " ".join(path) in text.split("Example", 1)[1], text
+    examples = [line for line in text.splitlines() if line.strip().startswith(("pslg ", "curl ", "LABEL_STUDIO_URL="))]
+    assert examples
+    for line in examples:  # each example whole on its line (a terminal wraps it; nothing splits "--local-image-root")
+        following = text.splitlines()[text.splitlines().index(line) + 1:][:1]
+        assert not following or not following[0].strip() or following[0].strip().startswith("pslg "), (line, following)
+    prose = [line for line in text.splitlines() if line not in examples]
+    assert all(len(line) <= 80 for line in prose), max(prose, key=len)
+    assert "<bool>" not in text
+    flat = " ".join(text.split())
+    for param in _command(path).params:  # every option name, whole (not "--train-backbo…")
+        for name in (*param.opts, *getattr(param, "secondary_opts", [])):
+            if name.startswith("--"):
+                assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), (name, text)
+        envvar = getattr(param, "envvar", None)
+        for var in ([envvar] if isinstance(envvar, str) else envvar or []):
+            assert var in flat, (var, text)
+    for var in re.findall(r"\$?\b(?:PSLG|LABEL_STUDIO)_[A-Z_]+", " ".join((_command(path).help or "").split())):
+        assert var.lstrip("$") in flat.replace("-\n", ""), (var, text)
+
+
 def test_one_option_name_per_concept() -> None:
     outputs = {path: _long_options(path) for path in COMMANDS}
     for path, opts in outputs.items():
@@ -85,6 +124,18 @@ def test_eval_of_a_missing_split_names_the_splits_that_exist(tmp_path: Path) -> 
     assert "no refs in split 'test'" in res.output and "'train'" in res.output
     res = pslg("import", "rrsis", data, "--split", "val", "--out", tmp_path / "tasks.json")
     assert res.exit_code == 2 and "'train'" in res.output and not (tmp_path / "tasks.json").exists()
+
+
+def test_eval_without_split_scores_the_only_split_and_says_so(tmp_path: Path) -> None:
+    data = write_rrsis_dataset(tmp_path, {"train": 2})  # an export that put everything in train
+    res = pslg("eval", "--data", data, "--oracle-box", "--no-progress", "--out", tmp_path / "r.json")
+    assert res.exit_code == 0, res.output
+    assert "no 'test' split; scoring its only split, 'train'" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["settings"]["split"] == "train" and report["settings"]["refs"] == 2
+    both = write_rrsis_dataset(tmp_path / "two", {"train": 1, "val": 1})
+    res = pslg("eval", "--data", both, "--oracle-box", "--no-progress")
+    assert res.exit_code == 2 and "give --split, one of 'train', 'val'" in res.output
 
 
 def test_eval_writes_a_report_file_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,6 +197,7 @@ def test_eval_boxes_only_scores_stage_one_without_the_mask_stage(tmp_path: Path,
 
 
 def test_missing_local_model_folder_says_no_such_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("transformers")  # the light install names the missing [grounding] extra first
     data = write_rrsis_dataset(tmp_path, {"train": 1, "val": 1})
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()

@@ -1,4 +1,4 @@
-"""The light install (``pip install pslg-annotate``, no model extras) must work without torch.
+"""The light install (``pip install .`` from a clone, no model extras) must work without torch.
 
 Each check runs in a fresh interpreter, because this test process may already have imported torch:
 
@@ -108,9 +108,9 @@ print(json.dumps({"sam": [sam.exit_code, sam.output], "dino": [dino.exit_code, d
 def test_missing_extras_are_named(tmp_path: Path) -> None:
     out = _run(WITHOUT_EXTRAS, tmp_path)
     code, text = out["sam"]
-    assert code == 2 and "SAM needs the [sam] extra: pip install 'pslg-annotate[sam]'" in " ".join(text.split()), text
+    assert code == 2 and "SAM needs the [sam] extra: pip install '.[sam]' in the repository's folder" in " ".join(text.split()), text
     assert "Traceback" not in text
     code, text = out["dino"]
-    assert code == 2 and "pip install 'pslg-annotate[grounding]'" in " ".join(text.split()), text
+    assert code == 2 and "pip install '.[grounding]'" in " ".join(text.split()), text
     state, error = out["engine"]
-    assert state != "ready" and "pip install 'pslg-annotate[sam]'" in error, out["engine"]
+    assert state != "ready" and "pip install '.[sam]'" in error, out["engine"]

@@ -56,3 +56,15 @@ def test_errors_are_one_line_and_name_what_exists(store: ModelStore, tmp_path: P
     plain.mkdir()
     res = runner.invoke(app, ["models", "versions", str(plain)])
     assert res.exit_code == 1 and "not a model store" in res.output
+
+
+def test_a_backend_model_dir_points_to_the_store_inside_it(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "backend-data" / "grounders")  # where `pslg serve` keeps retrained versions
+    staging = store.staging("grounding-0")
+    (staging / "config.json").write_text("{}")
+    store.commit(staging, ModelCard(kind="grounding", base="hub/base", parent=None, samples=5, metrics={}))
+    res = runner.invoke(app, ["models", "versions", str(tmp_path / "backend-data")])
+    assert res.exit_code == 0, res.output
+    assert "using the model store inside it" in res.output and "v0001" in res.output
+    rolled = runner.invoke(app, ["models", "rollback", str(tmp_path / "backend-data"), "v0001"])
+    assert rolled.exit_code == 0 and store.current("grounding").name == "v0001"

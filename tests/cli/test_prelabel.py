@@ -216,3 +216,221 @@ def test_cached_embeddings_spare_the_backend_its_first_encoder_pass(tmp_path):
     assert answer.ok
     info = engine.pipeline.segmenter.cache_info()
     assert info["misses"] == 0 and info["disk_hits"] == 1
+
+
+def _labels_of(out: Path) -> dict:
+    return {t.get("id", i): [r["value"]["brushlabels"] for p in t.get("predictions", []) for r in p["result"]
+                             if r["type"] == "brushlabels"]
+            for i, t in enumerate(json.loads(out.read_text()))}
+
+
+def test_categories_match_labels_by_name_and_an_unknown_one_fails_listing_the_labels(tmp_path, monkeypatch):
+    tasks_json, root, tasks, _ = _project(tmp_path, scenes=1, missing=False)
+    spelled = ["Storage_Tanks", "vehicles", "harbor"]  # plural + case + underscore; plural; no such label
+    for task, category in zip(tasks, spelled):
+        task["data"]["category"] = category
+    tasks_json.write_text(json.dumps(tasks))
+    out = tmp_path / "out.json"
+    res = _invoke(str(tasks_json), "--out", str(out), "--local-files-root", str(root), "--workers", "1")
+    assert res.exit_code == 1, res.output
+    labels = _labels_of(out)
+    assert labels[tasks[0]["id"]] == [["storage_tank"]] and labels[tasks[1]["id"]] == [["vehicle"]]
+    assert labels[tasks[2]["id"]] == []  # never silently the config's first label
+    failed = [line for line in res.output.splitlines() if line.startswith(f"task {tasks[2]['id']} (#2): ")]
+    assert len(failed) == 1, res.output
+    assert "'harbor'" in failed[0] and "vehicle, building, storage_tank, roundabout" in failed[0]
+    assert "labels: 2 by category name, 0 by label map, 1 failed (category not a label: harbor)" in res.output
+
+    # an explicit map labels it; PSLG_LABEL_MAP does the same as --label-map
+    monkeypatch.setenv("PSLG_LABEL_MAP", "harbors=building")
+    mapped = _invoke(str(tasks_json), "--out", str(out), "--local-files-root", str(root), "--workers", "1")
+    assert mapped.exit_code == 0, mapped.output
+    assert _labels_of(out)[tasks[2]["id"]] == [["building"]]
+    assert "0 by category name, 1 by label map, 0 failed" in mapped.output
+
+    bad = _invoke(str(tasks_json), "--out", str(out), "--label-map", "harbor")
+    assert bad.exit_code == 2 and "'harbor' is not CATEGORY=LABEL" in bad.output
+
+
+def test_progress_file_is_removed_after_a_complete_run_and_kept_while_tasks_fail(tmp_path):
+    tasks_json, root, tasks, _ = _project(tmp_path, scenes=1)
+    out = tmp_path / "out.json"
+    progress = Path(f"{out}.progress.jsonl")
+    failed = _invoke(str(tasks_json), "--out", str(out), "--local-files-root", str(root), "--workers", "1")
+    assert failed.exit_code == 1 and progress.is_file(), failed.output
+    write_png(root / "img" / "absent.png", make_scene(seed=9, height=SIZE, width=SIZE, n_objects=1).image)
+    done = _invoke(str(tasks_json), "--out", str(out), "--local-files-root", str(root), "--workers", "1")
+    assert done.exit_code == 0 and "1 predicted" in done.output, done.output
+    assert not progress.exists()
+    assert all(len(m) == 1 for m in _masks(out).values())
+
+
+def test_a_progress_file_of_other_tasks_with_the_same_ids_attaches_nothing(tmp_path):
+    first_json, root, first, _ = _project(tmp_path, scenes=1)  # the broken task keeps the progress file
+    out = tmp_path / "out.json"
+    assert _invoke(str(first_json), "--out", str(out), "--local-files-root", str(root), "--workers", "1").exit_code == 1
+    # another tasks file, same ids, other objects (scene 5) and the same --out / progress file
+    scene = make_scene(seed=5, height=SIZE, width=SIZE, n_objects=3)
+    write_png(root / "img" / "other.png", scene.image)
+    second = [{"id": t["id"], "data": {"image": "/data/local-files/?d=img/other.png", "expression": o.expression,
+                                       "bbox": [o.box[0], o.box[1], o.box[2] - o.box[0], o.box[3] - o.box[1]]}}
+              for t, o in zip(first, scene.objects)]
+    second_json = tmp_path / "second.json"
+    second_json.write_text(json.dumps(second))
+    res = _invoke(str(second_json), "--out", str(out), "--local-files-root", str(root), "--workers", "1",
+                  "--progress-file", f"{out}.progress.jsonl")
+    assert res.exit_code == 0, res.output
+    assert f"{len(second)} predicted, 0 already up to date" in res.output
+    masks = _masks(out)
+    for task, obj in zip(second, scene.objects):
+        assert len(masks[task["id"]]) == 1 and mask_iou(masks[task["id"]][0], obj.mask) > 0.5
+
+
+def test_tasks_without_ids_fail_one_line_each_with_their_position(tmp_path):
+    tasks_json, root, tasks, _ = _project(tmp_path, scenes=1)
+    bare = [{"data": t["data"]} for t in tasks]  # what `pslg import` writes
+    tasks_json.write_text(json.dumps(bare))
+    res = _invoke(str(tasks_json), "--out", str(tmp_path / "o.json"), "--local-files-root", str(root), "--workers", "1")
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.startswith("task ")]
+    assert lines == [line for line in lines if line.startswith(f"task #{len(bare) - 1}: ")] and len(lines) == 1, res.output
+    assert "absent.png" in lines[0] and "None" not in res.output
+
+
+def test_plain_path_images_are_read_from_local_image_root(tmp_path):
+    tasks_json, root, tasks, truth = _project(tmp_path, scenes=1, missing=False)
+    for task in tasks:
+        task["data"]["image"] = task["data"]["image"].split("?d=", 1)[1]  # "img/s0.png", a plain path
+    tasks_json.write_text(json.dumps(tasks))
+    out = tmp_path / "out.json"
+    without = _invoke(str(tasks_json), "--out", str(out), "--workers", "1")
+    assert without.exit_code == 1
+    res = _invoke(str(tasks_json), "--out", str(out), "--local-image-root", str(root), "--workers", "1")
+    assert res.exit_code == 0, res.output
+    masks = _masks(out)
+    for task, gt in zip(tasks, truth):
+        assert mask_iou(masks[task["id"]][0], gt) > 0.5
+
+
+def test_workers_default_to_the_cores(tmp_path, monkeypatch):
+    import converters.cli.prelabel as prelabel_cli
+
+    seen = {}
+
+    def record(spec, workers, ray, ray_actors, ray_gpus):
+        seen["workers"] = workers
+        raise KeyboardInterrupt  # stop before any model loads
+
+    monkeypatch.setattr(prelabel_cli, "_executor", record)
+    monkeypatch.setattr(prelabel_cli.os, "cpu_count", lambda: 6)
+    tasks_json = tmp_path / "t.json"
+    tasks_json.write_text(json.dumps([{"data": {"image": "a.png", "bbox": [0, 0, 4, 4]}}]))
+    res = _invoke(str(tasks_json), "--out", str(tmp_path / "o.json"))
+    assert res.exit_code == 130 and "interrupted" in res.output
+    assert seen["workers"] == 6
+    _invoke(str(tasks_json), "--out", str(tmp_path / "o.json"), "--workers", "1")
+    assert seen["workers"] == 1
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigterm_stops_the_worker_processes_and_says_interrupted(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tasks_json, root, tasks, _ = _project(tmp_path, scenes=2, missing=False)
+    many = [{"id": 1000 + i, "data": dict(tasks[i % len(tasks)]["data"])} for i in range(600)]
+    tasks_json.write_text(json.dumps(many))
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "converters.cli.main", "prelabel", str(tasks_json), "--out",
+                             str(tmp_path / "o.json"), "--local-files-root", str(root), "--workers", "2",
+                             "--chunk-size", "300"],  # long chunks: the workers are busy when the signal comes
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(repo), "COLUMNS": "200"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = [c for c in _children(proc.pid) if b"spawn_main" in _cmdline(c)]
+            if len(workers) == 2:
+                break
+            time.sleep(0.2)
+        time.sleep(3)  # models loaded, chunks under way
+        assert len(workers) == 2, "the two worker processes never started"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err, err[-2000:]
+    time.sleep(1)
+    assert not any(_alive(w) for w in workers), "a worker process outlived the interrupted command"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_of_a_killed_command_do_not_linger(tmp_path):
+    """SIGKILL runs no cleanup at all: the workers still go (the kernel signals them when their parent dies)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tasks_json, root, tasks, _ = _project(tmp_path, scenes=1, missing=False)
+    tasks_json.write_text(json.dumps([{"id": 1000 + i, "data": dict(tasks[i % len(tasks)]["data"])} for i in range(300)]))
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "converters.cli.main", "prelabel", str(tasks_json), "--out",
+                             str(tmp_path / "o.json"), "--local-files-root", str(root), "--workers", "2"],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(repo)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+            workers = [c for c in _children(proc.pid) if b"spawn_main" in _cmdline(c)]
+            time.sleep(0.2)
+        assert len(workers) == 2, "the two worker processes never started"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "a worker process outlived its killed parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers:  # never leave a stray process behind, whatever failed
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)

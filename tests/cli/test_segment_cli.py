@@ -17,7 +17,6 @@ from annotate.masks import coco_rle_decode
 from annotate.metrics import iou
 from annotate.synthetic import make_scene
 from converters.cli import segment as segment_cli
-from tests.support.tiny_models import save_tiny_sam_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +124,18 @@ def test_prompts_file_with_one_bad_prompt(app, scene, scene_png: Path, tmp_path:
     assert cv2.imread(str(out / "overlay.png")).shape == scene.image.shape
 
 
+def test_quiet_drops_the_table_but_keeps_each_failure(app, scene, scene_png: Path, tmp_path: Path) -> None:
+    h, w = scene.image.shape[:2]
+    pfile = tmp_path / "prompts.json"
+    pfile.write_text(json.dumps([{"box": list(scene.objects[0].box)}, {"box": [w + 10, h + 10, w + 60, h + 60]}]))
+    res = CliRunner().invoke(app, ["segment", str(scene_png), "--prompts", str(pfile), "--out", str(tmp_path / "o"), "-q"],
+                             catch_exceptions=False)
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.startswith("prompt ")]
+    assert len(lines) == 1 and lines[0].startswith("prompt 1: ") and "outside" in lines[0], res.output
+    assert "mask_000.png" not in res.output  # no table
+
+
 def test_malformed_prompt_entries_fail_alone(app, scene, scene_png: Path, tmp_path: Path) -> None:
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps([{"bbox": [1, 2, 3, 4]}, {"box": list(scene.objects[0].box)}, "not an object", {"box": [1, 2]}]))
@@ -212,6 +223,9 @@ def test_grayscale_png_and_16_bit_tiff(app, scene, tmp_path: Path) -> None:
 
 
 def test_tiny_sam_checkpoint_through_the_cli(app, scene, scene_png: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from tests.support.tiny_models import save_tiny_sam_checkpoint
+
     ckpt = save_tiny_sam_checkpoint(tmp_path / "tiny_sam.pt")
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps([{"box": list(o.box)} for o in scene.objects]))
@@ -228,6 +242,7 @@ def test_tiny_sam_checkpoint_through_the_cli(app, scene, scene_png: Path, tmp_pa
 
 
 def test_checkpoint_from_environment_and_missing_checkpoint(app, scene_png: Path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("segment_anything")  # the light install names the missing [sam] extra first
     missing = tmp_path / "sam_vit_b_01ec64.pth"
     monkeypatch.setenv("PSLG_SAM_CHECKPOINT", str(missing))
     res = invoke(app, scene_png, "--box", "1,1,50,50", "--out", tmp_path / "out")
@@ -247,6 +262,8 @@ def test_checkpoint_from_environment_and_missing_checkpoint(app, scene_png: Path
     ],
 )
 def test_usage_errors_exit_2(app, scene_png: Path, tmp_path: Path, args: tuple, message: Optional[str]) -> None:
+    if "--checkpoint" in args:
+        pytest.importorskip("segment_anything")  # the light install names the missing [sam] extra first
     res = invoke(app, scene_png, *args, "--out", tmp_path / "out")
     assert res.exit_code == 2
     if message:

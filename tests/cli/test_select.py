@@ -59,3 +59,127 @@ def test_a_broken_tasks_file_is_one_clear_error(tmp_path):
     path.write_text("{not json")
     result = CliRunner().invoke(app, ["select", str(path)])
     assert result.exit_code != 0 and "tasks.json" in result.output
+
+
+def test_tasks_without_ids_are_selected_by_position(tmp_path):
+    tasks = [_task(i, f"{i}.png", score=0.1 * i) for i in range(1, 7)]
+    for t in tasks:
+        del t["id"]  # what `pslg import` writes
+    result, batch = _run(tmp_path, tasks, "--size", "3", "--seed", "0")
+    assert result.exit_code == 0, result.output
+    assert "left out" not in result.output
+    assert batch["task_ids"] == [None, None, None]
+    assert len(set(batch["positions"])) == 3 and all(0 <= p < 6 for p in batch["positions"])
+    assert [t["position"] for t in batch["tasks"]] == batch["positions"]
+    chosen_images = [t["image"] for t in batch["tasks"]]
+    assert chosen_images == [tasks[p]["data"]["image"] for p in batch["positions"]]
+
+
+def test_no_selectable_task_is_exit_1(tmp_path):
+    result, batch = _run(tmp_path, [{"data": {}}, {"id": 4, "data": {}}])
+    assert result.exit_code == 1 and batch is None
+    assert "task #0: no image under data.image" in result.output and "task 4: no image" in result.output
+    assert "none of the 2 task(s)" in result.output
+
+
+class _Server:
+    """A loopback HTTP server answering ``handler(path, query) -> (status, content_type, body)``; counts requests."""
+
+    def __init__(self, handler):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlparse
+
+        outer = self
+        self.requests = 0
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                url = urlparse(self.path)
+                if url.path == "/api/dm/views":  # the Data Manager tab the batch is saved in
+                    status, ctype, body = 200, "application/json", [] if self.command == "GET" else {"id": 1}
+                    if self.command == "POST":
+                        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                else:
+                    outer.requests += 1
+                    status, ctype, body = handler(url.path, {k: v[0] for k, v in parse_qs(url.query).items()})
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _live(server, *args):
+    return CliRunner().invoke(app, ["select", "--project", "7", "--url", server.url, "--token", "legacy-token",
+                                    "--size", "2", *args])
+
+
+def test_a_server_that_always_answers_full_pages_is_read_a_bounded_number_of_times(tmp_path, monkeypatch):
+    def full_pages(path, query):
+        if path == "/api/projects/7":
+            return 200, "application/json", {"id": 7, "task_number": 250}
+        page, size = int(query.get("page", 1)), int(query.get("page_size", 100))
+        return 200, "application/json", [_task(page * 1000 + i, f"{i}.png", 0.5) for i in range(size)]
+
+    server = _Server(full_pages)
+    try:
+        result = _live(server, "--out", str(tmp_path / "b.json"))
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.output
+    assert server.requests <= 5  # the project, then pages up to its 250 tasks
+
+    def same_page_no_count(path, query):  # ignores ?page= and says nothing of the project's size
+        if path == "/api/projects/7":
+            return 200, "application/json", {"id": 7}
+        return 200, "application/json", [_task(i, f"{i}.png", 0.5) for i in range(int(query.get("page_size", 100)))]
+
+    server = _Server(same_page_no_count)
+    try:
+        result = _live(server, "--out", str(tmp_path / "b.json"))
+    finally:
+        server.close()
+    assert result.exit_code == 0 and server.requests <= 3, result.output
+
+    from converters.batch_select import LiveTasks
+
+    monkeypatch.setattr(LiveTasks, "MAX_PAGES", 4)
+
+    def endless(path, query):  # new tasks on every page, no count anywhere
+        if path == "/api/projects/7":
+            return 200, "application/json", {"id": 7}
+        page = int(query.get("page", 1))
+        return 200, "application/json", [_task(page * 1000 + i, f"{i}.png", 0.5) for i in range(100)]
+
+    server = _Server(endless)
+    try:
+        result = _live(server, "--out", str(tmp_path / "b.json"))
+    finally:
+        server.close()
+    assert result.exit_code == 0 and server.requests == 1 + 4, result.output
+
+
+def test_a_server_that_does_not_answer_json_is_one_line(tmp_path):
+    server = _Server(lambda path, query: (200, "text/html", "<html><body>Welcome to nginx</body></html>"))
+    try:
+        result = _live(server)
+    finally:
+        server.close()
+    assert result.exit_code == 2
+    assert "did not answer JSON (text/html" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output

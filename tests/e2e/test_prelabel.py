@@ -72,6 +72,7 @@ def test_killed_prelabel_resumes_with_exactly_one_prediction_per_task(labelstudi
     proc.wait(10)
     recorded = _lines(checkpoint)
     assert 40 <= recorded < 200, f"the run was not killed midway ({recorded} recorded): {log.read_text()[-2000:]}"
+    killed_progress = checkpoint.read_text().splitlines()
     midway = _predictions_per_task(ls, project)
     assert recorded <= sum(midway.values()) < 200 and max(midway.values()) == 1
 
@@ -80,9 +81,10 @@ def test_killed_prelabel_resumes_with_exactly_one_prediction_per_task(labelstudi
     assert f"{200 - sum(midway.values())} predicted" in log.read_text()
     counts = _predictions_per_task(ls, project)
     assert sorted(counts) == sorted(task_ids) and set(counts.values()) == {1}
+    assert not checkpoint.exists()  # every task done: the progress file is removed
 
     # a crash between importing predictions and recording them: the project's model versions still prevent doubles
-    checkpoint.write_text("\n".join(checkpoint.read_text().splitlines()[:50]) + "\n")
+    checkpoint.write_text("\n".join(killed_progress[:40]) + "\n")
     again = _prelabel(ls, project, checkpoint, log)
     assert again.wait(120) == 0, log.read_text()[-3000:]
     assert "0 predicted, 200 already up to date" in log.read_text()

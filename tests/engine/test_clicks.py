@@ -135,8 +135,8 @@ def test_point_only_prompt_grows_its_region_from_the_image() -> None:
 @pytest.mark.parametrize("use_mbo", [True, False])
 def test_pipeline_honours_clicks_whatever_the_segmenter_does(use_mbo: bool) -> None:
     # a real SAM with random weights ignores what clicks mean; the pipeline still makes every click hold
+    from tests.support.tiny_models import build_tiny_sam  # first: skips where torch is not installed
     from annotate.segmenters.sam import SamSegmenter
-    from tests.support.tiny_models import build_tiny_sam
 
     img, obj = _scene()
     pipe = Pipeline(SamSegmenter(None, model=build_tiny_sam(0), device="cpu"), use_cfpg=False, use_mbo=use_mbo)

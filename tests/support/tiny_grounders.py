@@ -26,8 +26,17 @@ WORDS: tuple[str, ...] = tuple(
 )
 
 
+def _need_model_stack() -> None:
+    """Skip the calling test in the light install (no torch / transformers); the full install always has them."""
+    import pytest
+
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+
+
 def build_bert_tokenizer(words: Iterable[str] = WORDS):
     """A ``BertTokenizer`` whose special ids match ``bert-base-uncased`` (Grounding DINO needs them)."""
+    _need_model_stack()
     from transformers import BertTokenizer
 
     vocab: list[str] = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -47,6 +56,7 @@ def build_bert_tokenizer(words: Iterable[str] = WORDS):
 
 def build_clip_tokenizer(words: Iterable[str] = WORDS):
     """A byte-level BPE ``CLIPTokenizer`` with whole-word merges for ``words``."""
+    _need_model_stack()
     from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
@@ -71,6 +81,7 @@ def build_clip_tokenizer(words: Iterable[str] = WORDS):
 
 def tiny_grounding_dino_config(vocab_size: int, num_queries: int = 30):
     """The smallest Grounding DINO transformers builds (environment.md: d_model divisible by 32, ≥ 2 decoder layers)."""
+    _need_model_stack()
     from transformers import BertConfig, GroundingDinoConfig, SwinConfig
 
     return GroundingDinoConfig(
@@ -88,6 +99,7 @@ def tiny_grounding_dino_config(vocab_size: int, num_queries: int = 30):
 
 def save_tiny_grounding_dino(path: str | Path, seed: int = 0, image_size: int = 128, words: Sequence[str] = WORDS) -> Path:
     """Build a random tiny ``GroundingDinoForObjectDetection`` + processor and save them to ``path``."""
+    _need_model_stack()
     import torch
     from transformers import GroundingDinoForObjectDetection, GroundingDinoImageProcessor, GroundingDinoProcessor
 
@@ -104,6 +116,7 @@ def save_tiny_grounding_dino(path: str | Path, seed: int = 0, image_size: int = 
 
 def save_tiny_owlv2(path: str | Path, seed: int = 0, image_size: int = 64, words: Sequence[str] = WORDS) -> Path:
     """Build a random tiny ``Owlv2ForObjectDetection`` + processor and save them to ``path``."""
+    _need_model_stack()
     import torch
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
