@@ -1,22 +1,27 @@
-"""Click corrections as hard, local edits of a mask: what every stage uses to honour an annotator's click.
+"""Click corrections: each click re-segments the part of the object it belongs to, and never is ignored.
 
-Why edits rather than re-segmenting: an annotator clicks where the mask is wrong and expects *that* error to
-go and nothing else to change. Re-running a global segmentation with one more seed changes pixels far from
-the click (a corner comes back, a shape candidate is swapped) and the session oscillates. So a click is a
-local, one-directional edit of the current mask:
+Why not a global re-segmentation with one more seed: it moves pixels far from the click (a corner comes
+back, a shape candidate is swapped) and the session oscillates. Why not a small edit around the click: an
+error is often a part far longer than wide (a missed wing, a shadow strip along a hull) and a disc the
+width of the error fixes a sliver of it per click. So a click is a **one-directional re-segmentation of its
+part** of the object region:
 
-* a **negative** click inside the mask may only *remove* pixels, a **positive** click outside it may only
-  *add* pixels, both within a window around the click whose size follows the error's own scale (the
-  distance from the click to the mask's boundary: the simulator and annotators click in the middle of the
-  wrong region);
-* which pixels change is decided by a graph cut (OpenCV GrabCut) whose colour models come from the mask and
-  its surroundings, with the uniform-colour region around the click (flood fill) and every earlier click as
-  hard seeds;
-* the clicked pixel always ends up with the clicked label, so no click is ever ignored, and earlier clicks
-  stay honoured because they are hard seeds of every later edit.
+* the region is the box (given, or the mask's bounding box) grown by a margin, processed at most
+  ``max_side`` pixels on a side; its colour models (OpenCV GrabCut) come from the whole region with the
+  current mask as the prior;
+* a **negative** click may only remove mask pixels, a **positive** click only add; the pixels it may change
+  are those near it (out to a multiple of d, the click's distance to the mask boundary: the simulator and
+  annotators click in the middle of the wrong region) and the **part it lies in** -- the uniform-colour
+  region around it on its side of the mask, grown by a band -- unless that part is most of the box or of
+  the mask (then it is no evidence of where the error ends); every other pixel keeps its label as a hard
+  seed, so far pixels keep the previous mask;
+* the click and every earlier click are hard seeds, the graph cut decides the rest, and only the change
+  connected to the click is kept: a negative click removes the connected leak it lies in, a positive one
+  adds the connected part it lies in;
+* the clicked pixel always ends with the clicked label and earlier clicks keep theirs.
 
-Windows larger than ``max_side`` pixels are processed at a reduced resolution and mapped back, so the cost of
-a click does not grow with the object.
+A session's answer depends only on the base mask, the box and the click list: ``edit_session`` replays it
+from the longest cached prefix, so caching saves time and never changes a mask.
 """
 
 from __future__ import annotations
@@ -40,22 +45,29 @@ class ClickParams:
     #: of its size plus ``margin_min`` px on every side, plus the click's own neighbourhood.
     margin: float = 0.15
     margin_min: int = 6
-    #: Pixels of the region within ``reach`` × the object's scale (the square root of the box's area) of the
-    #: click, or within ``reach_d`` × the click's distance to the mask boundary, may change; farther pixels keep
-    #: their label as hard seeds (they anchor the colour models of both sides).
-    reach: float = 0.6
-    reach_d: float = 3.0
-    #: A click closer than this (px, at the resolution processed) to the mask boundary sits on a thin rim: the
-    #: region is then processed at full resolution in a ``max_side`` window around the click.
-    thin: float = 2.0
+    #: Pixels within ``reach`` × d + ``reach_min`` px of a negative click (d: its distance to the mask's
+    #: boundary, the half-width of the error: the simulator and annotators click in the middle of the wrong
+    #: region) may change; positive clicks use ``reach_add`` / ``reach_min_add``.
+    reach: float = 2.0
+    reach_min: float = 1.0
+    reach_add: float = 1.5
+    reach_min_add: float = 0.5
+    #: The part of the image a click lies in (the uniform-colour region around it on its side of the mask,
+    #: ``flood_tol``) is re-segmented too, with a band of ``band`` × the object's scale (square root of the
+    #: box's area) around it, unless it covers more than ``part_max`` of the box (positive click) or of the
+    #: mask (negative click): then it is no evidence of where the error ends.
+    band: float = 0.04
+    part_max: float = 0.5
+    #: A click closer than this (px) to the mask boundary sits on a thin rim: its neighbourhood is d, and when
+    #: the region is processed at a reduced resolution it is processed at full resolution in a ``max_side``
+    #: window around the click instead.
+    thin: float = 2.5
     #: The region is processed at most this many pixels on a side (0 = full resolution).
     max_side: int = 200
     #: Radius of the hard seed disc at every click, in processed pixels.
     seed_radius: float = 1.5
     #: Colour tolerance (Lab units per channel) of the flood fill that extends a click's seed.
     flood_tol: float = 10.0
-    #: The flood region becomes a hard seed only when it covers at most this share of the editable pixels.
-    flood_max: float = 0.85
     #: GrabCut iterations.
     iterations: int = 3
 
@@ -113,6 +125,18 @@ def _flood(lab: np.ndarray, allowed: np.ndarray, x: float, y: float, tol: float)
     flags = 4 | cv2.FLOODFILL_MASK_ONLY | cv2.FLOODFILL_FIXED_RANGE | (2 << 8)
     cv2.floodFill(np.ascontiguousarray(lab), ff, (xi, yi), 0, t, t, flags)
     return ff[1:-1, 1:-1] == 2
+
+
+def _component_at(changed: np.ndarray, x: float, y: float) -> np.ndarray:
+    """The 8-connected part of ``changed`` that holds (x, y); empty when (x, y) is not in it.
+
+    Only the change connected to the click counts: a graph cut may flip look-alike specks elsewhere.
+    """
+    yi, xi = _pixel(changed, x, y)
+    if not changed[yi, xi]:
+        return np.zeros_like(changed)
+    _, comp = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+    return comp == comp[yi, xi]
 
 
 def _region(mask: np.ndarray, point: Point, box: Optional[Box], d: float, p: ClickParams) -> tuple[int, int, int, int, float]:
@@ -195,28 +219,42 @@ def apply_click(
 
     wx, wy = to_win(cx, cy)
     yy, xx = np.mgrid[0:sh, 0:sw]
-    # the click re-segments its part of the object: pixels within reach may change, farther ones keep their
-    # label and anchor the colour models (without anchors GrabCut can flip a whole side whose model it learnt
-    # from a wrong mask)
-    reach = max(p.reach * size, p.reach_d * d + 1.0)
+    # where the click may change the mask: its neighbourhood (out to a multiple of the error's half-width d),
+    # plus the part of the image it lies in -- the uniform-colour region around it on its side of the mask,
+    # grown by a band -- so an elongated missed part or leak is re-segmented along its length. Farther pixels
+    # keep their label and anchor the colour models (without anchors GrabCut can flip a whole side whose
+    # model it learnt from a wrong mask).
+    reach = (p.reach_add * d + p.reach_min_add) if positive else (p.reach * d + p.reach_min)
+    if d < p.thin:
+        reach = d  # a rim one or two pixels wide: which side of a blurred edge a pixel is on is a coin flip
     near = np.hypot((xx + 0.5) / sx - (cx - x0), (yy + 0.5) / sy - (cy - y0)) <= reach
+    side = ~sub if positive else sub.copy()
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
+    region = _flood(lab, side, wx, wy, p.flood_tol)
+    if region is not None:
+        # a region that is most of the object (or of the box) is no evidence of where the error ends
+        if positive:
+            cap = p.part_max * size * size * sx * sy
+        else:
+            cap = p.part_max * np.count_nonzero(sub)
+        if np.count_nonzero(region) > cap:
+            region = None
+    if region is not None:
+        band = max(1, int(round(p.band * size * sx)))
+        grown = cv2.dilate(region.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)) > 0
+        near |= grown
     gc = np.empty(sub.shape, np.uint8)
     # one direction only: a negative click can only remove mask pixels, a positive one only add
     if positive:
         gc[sub] = cv2.GC_FGD
         gc[~sub] = np.where(near[~sub], cv2.GC_PR_BGD, cv2.GC_BGD)
-        editable = ~sub & near
     else:
         gc[sub] = np.where(near[sub], cv2.GC_PR_FGD, cv2.GC_FGD)
         gc[~sub] = cv2.GC_BGD
-        editable = sub & near
-    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
-    region = _flood(lab, editable, wx, wy, p.flood_tol)
     seed_value = cv2.GC_FGD if positive else cv2.GC_BGD
     if region is not None:
-        # a region that fills nearly all the editable pixels is no evidence of where the error ends: a hint only
-        hard = np.count_nonzero(region) <= p.flood_max * np.count_nonzero(editable)
-        gc[region] = seed_value if hard else (cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD)
+        # the part the click lies in starts on the click's side; the cut decides where it really ends
+        gc[region] = cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD
     # a click on a thin error (a rim one or two pixels wide) must not seed beyond it: the seed disc stays inside
     # the distance to the mask's boundary
     r = max(0.0, min(p.seed_radius, d * scale - 1.0))
@@ -235,17 +273,19 @@ def apply_click(
             new = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
         except cv2.error:
             pass  # degenerate colour statistics: the hard seeds alone are the edit
-    changed = new != sub
-    if changed.any():
-        # only the changed part connected to the click counts: a graph cut may flip look-alike specks elsewhere
-        n, comp = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
-        yi, xi = _pixel(changed, wx, wy)
-        changed = comp == comp[yi, xi] if changed[yi, xi] else np.zeros_like(changed)
-    if scale != 1.0:
-        up = cv2.resize(changed.astype(np.float32), (cw, ch), interpolation=cv2.INTER_LINEAR)
-        changed = up >= 0.5
+    changed = _component_at(new != sub, wx, wy)
     out = mask.copy()
     window = out[y0:y1, x0:x1]
+    if scale != 1.0:
+        # back to full resolution: the corrected mask (not the change alone, whose edge against the old mask
+        # would fall between processed pixels) is interpolated, within one processed pixel of the change
+        fixed = (sub | changed) if positive else (sub & ~changed)
+        up = cv2.resize(fixed.astype(np.float32), (cw, ch), interpolation=cv2.INTER_LINEAR) >= 0.5
+        zone = cv2.resize(cv2.dilate(changed.astype(np.uint8), np.ones((3, 3), np.uint8)), (cw, ch),
+                          interpolation=cv2.INTER_NEAREST) > 0
+        changed = zone & ((up & ~window) if positive else (~up & window))
+        at_click = _component_at(changed, cx - x0, cy - y0)
+        changed = at_click if at_click.any() else changed
     if positive:
         window |= changed
     else:
