@@ -56,8 +56,8 @@ class ClickParams:
     #: ``flood_tol``) is re-segmented too, with a band of ``band`` × the object's scale (square root of the
     #: box's area) around it, unless it covers more than ``part_max`` of the box (positive click) or of the
     #: mask (negative click): then it is no evidence of where the error ends.
-    band: float = 0.04
-    part_max: float = 0.5
+    band: float = 0.02
+    part_max: float = 0.3
     #: A click closer than this (px) to the mask boundary sits on a thin rim: its neighbourhood is d, and when
     #: the region is processed at a reduced resolution it is processed at full resolution in a ``max_side``
     #: window around the click instead.
@@ -68,6 +68,9 @@ class ClickParams:
     seed_radius: float = 1.5
     #: Colour tolerance (Lab units per channel) of the flood fill that extends a click's seed.
     flood_tol: float = 10.0
+    #: Within the click's neighbourhood the flood region is a hard seed when it covers at most this share of
+    #: the pixels there that may change.
+    local_max: float = 0.85
     #: GrabCut iterations.
     iterations: int = 3
 
@@ -231,14 +234,13 @@ def apply_click(
     side = ~sub if positive else sub.copy()
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
     region = _flood(lab, side, wx, wy, p.flood_tol)
+    local = None if region is None else region & near
     if region is not None:
-        # a region that is most of the object (or of the box) is no evidence of where the error ends
-        if positive:
-            cap = p.part_max * size * size * sx * sy
-        else:
-            cap = p.part_max * np.count_nonzero(sub)
+        # a part that is most of the box (positive) or of the mask (negative) is no evidence of where the error ends
+        cap = p.part_max * (size * size * sx * sy if positive else np.count_nonzero(sub))
         if np.count_nonzero(region) > cap:
             region = None
+    editable_near = np.count_nonzero(side & near)
     if region is not None:
         band = max(1, int(round(p.band * size * sx)))
         grown = cv2.dilate(region.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)) > 0
@@ -252,9 +254,14 @@ def apply_click(
         gc[sub] = np.where(near[sub], cv2.GC_PR_FGD, cv2.GC_FGD)
         gc[~sub] = cv2.GC_BGD
     seed_value = cv2.GC_FGD if positive else cv2.GC_BGD
+    flipped = cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD
     if region is not None:
         # the part the click lies in starts on the click's side; the cut decides where it really ends
-        gc[region] = cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD
+        gc[region] = flipped
+    if local is not None:
+        # near the click the uniform-colour region is a hard seed, unless it fills nearly all the pixels there
+        # (then it is no evidence of where the error ends: a hint only)
+        gc[local] = seed_value if np.count_nonzero(local) <= p.local_max * editable_near else flipped
     # a click on a thin error (a rim one or two pixels wide) must not seed beyond it: the seed disc stays inside
     # the distance to the mask's boundary
     r = max(0.0, min(p.seed_radius, d * scale - 1.0))

@@ -167,8 +167,8 @@ class Pipeline:
 
         user_points, user_labels = list(points), list(labels)
         if user_points and box is not None and getattr(self.segmenter, "clicks_as_edits", False):
-            # the box is segmented and refined once; each click then edits that mask locally, in order, so a
-            # click changes the mask only around itself and a later refinement never undoes it (annotate.clicks)
+            # the box is segmented and refined once; each click then corrects that mask in order (re-segmenting
+            # the part it lies in), so a later refinement never undoes a click (annotate.clicks)
             from annotate.clicks import edit_session
 
             clicks = [(pt, lab) for pt, lab in zip(user_points, user_labels)]
