@@ -58,9 +58,9 @@ class ClickParams:
     #: mask (negative click): then it is no evidence of where the error ends.
     band: float = 0.02
     part_max: float = 0.3
-    #: A click closer than this (px) to the mask boundary sits on a thin rim: its neighbourhood is d, and when
-    #: the region is processed at a reduced resolution it is processed at full resolution in a ``max_side``
-    #: window around the click instead.
+    #: A click closer than this (px) to the mask boundary sits on a thin rim: its neighbourhood is d, the part
+    #: it lies in is the rim (its side's pixels within ``thin`` of the boundary), and when the region is
+    #: processed at a reduced resolution it is processed at full resolution in a ``max_side`` window instead.
     thin: float = 2.5
     #: The region is processed at most this many pixels on a side (0 = full resolution).
     max_side: int = 200
@@ -235,6 +235,12 @@ def apply_click(
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
     region = _flood(lab, side, wx, wy, p.flood_tol)
     local = None if region is None else region & near
+    if region is not None and d < p.thin:
+        # a click on a rim: the part it lies in is the rim, the pixels of its side within ``thin`` of the boundary
+        along = cv2.distanceTransform(side.astype(np.uint8), cv2.DIST_L2, 3) <= p.thin * scale
+        region = _component_at(region & along, wx, wy)
+        if not region.any():
+            region = None
     if region is not None:
         # a part that is most of the box (positive) or of the mask (negative) is no evidence of where the error ends
         cap = p.part_max * (size * size * sx * sy if positive else np.count_nonzero(sub))
