@@ -142,7 +142,9 @@ def _component_at(changed: np.ndarray, x: float, y: float) -> np.ndarray:
     return comp == comp[yi, xi]
 
 
-def _region(mask: np.ndarray, point: Point, box: Optional[Box], d: float, p: ClickParams) -> tuple[int, int, int, int, float]:
+def _region(
+    mask: np.ndarray, point: Point, box: Optional[Box], d: float, p: ClickParams
+) -> tuple[int, int, int, int, float]:
     """(x0, y0, x1, y1, scale): the part of the image a click re-segments, and the object's scale in px.
 
     The box (or the mask's bounding box, or without either the click's neighbourhood) grown by the margin,
@@ -249,7 +251,8 @@ def apply_click(
     editable_near = np.count_nonzero(side & near)
     if region is not None:
         band = max(1, int(round(p.band * size * sx)))
-        grown = cv2.dilate(region.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)) > 0
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+        grown = cv2.dilate(region.astype(np.uint8), disc) > 0
         near |= grown
     gc = np.empty(sub.shape, np.uint8)
     # one direction only: a negative click can only remove mask pixels, a positive one only add

@@ -194,6 +194,19 @@ class Pipeline:
             mask, score, points, labels = self._refine_session(
                 rgb, box, user_points, user_labels, image_key, state, timings, prompt.category, features
             )
+        elif (not user_points and box is not None and image_key is not None
+              and getattr(self.segmenter, "accepts_mask_input", False)):
+            # the box alone: the first answer of any click session on this box (its logits start the chain)
+            got: dict = {}
+            mask, score, points, labels = self._segment_and_refine(
+                rgb, box, [], [], image_key, state, timings, category=prompt.category, features=features,
+                logits_out=got,
+            )
+            if got.get("logits") is not None:
+                if image_key != self._logits_key:
+                    self._logits.clear()
+                self._logits_key = image_key
+                self._logits.put((image_key, tuple(round(v, 3) for v in box)), [], got["logits"])
         else:
             mask, score, points, labels = self._segment_and_refine(
                 rgb, box, user_points, user_labels, image_key, state, timings, category=prompt.category,

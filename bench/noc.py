@@ -237,7 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.limit and len(traces) >= args.limit:
             break
         if segmenter is None or args.checkpoint is None:
-            segmenter = build_segmenter(args.checkpoint, model_type=args.model_type, device=args.device)  # SAM loads once; classical per image
+            # SAM loads once; classical per image
+            segmenter = build_segmenter(args.checkpoint, model_type=args.model_type, device=args.device)
         pipe = build_pipeline(segmenter=segmenter)
         for inst in instances:
             if args.limit and len(traces) >= args.limit:

@@ -66,14 +66,14 @@ def test_each_click_refines_the_previous_answer_and_the_cache_only_saves_time() 
     spy = Spy()
     pipe = Pipeline(spy, use_mbo=False)
     _run(pipe, img, [])
+    previous = spy.calls[-1][1]
     for k in range(1, len(CLICKS) + 1):
         spy.calls.clear()
         _run(pipe, img, CLICKS[:k])
-        # one decoder call per click once the session is under way, fed with the previous answer's logits
-        assert len(spy.calls) == (1 if k > 1 else 2)
+        # one decoder call per click (the box alone was answered first), fed with the previous answer's logits
+        assert len(spy.calls) == 1
         assert spy.calls[-1][0] is not None
-        if k > 1:
-            np.testing.assert_allclose(spy.calls[-1][0], previous, atol=0.05)  # float16 in the cache
+        np.testing.assert_allclose(spy.calls[-1][0], previous, atol=0.05)  # float16 in the cache
         previous = spy.calls[-1][1]
     # the same clicks from scratch (no image key: nothing cached) give the same mask
     for k in range(1, len(CLICKS) + 1):
