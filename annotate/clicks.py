@@ -1,22 +1,27 @@
-"""Click corrections as hard, local edits of a mask: what every stage uses to honour an annotator's click.
+"""Click corrections: each click re-segments the part of the object it belongs to, and never is ignored.
 
-Why edits rather than re-segmenting: an annotator clicks where the mask is wrong and expects *that* error to
-go and nothing else to change. Re-running a global segmentation with one more seed changes pixels far from
-the click (a corner comes back, a shape candidate is swapped) and the session oscillates. So a click is a
-local, one-directional edit of the current mask:
+Why not a global re-segmentation with one more seed: it moves pixels far from the click (a corner comes
+back, a shape candidate is swapped) and the session oscillates. Why not a small edit around the click: an
+error is often a part far longer than wide (a missed wing, a shadow strip along a hull) and a disc the
+width of the error fixes a sliver of it per click. So a click is a **one-directional re-segmentation of its
+part** of the object region:
 
-* a **negative** click inside the mask may only *remove* pixels, a **positive** click outside it may only
-  *add* pixels, both within a window around the click whose size follows the error's own scale (the
-  distance from the click to the mask's boundary: the simulator and annotators click in the middle of the
-  wrong region);
-* which pixels change is decided by a graph cut (OpenCV GrabCut) whose colour models come from the mask and
-  its surroundings, with the uniform-colour region around the click (flood fill) and every earlier click as
-  hard seeds;
-* the clicked pixel always ends up with the clicked label, so no click is ever ignored, and earlier clicks
-  stay honoured because they are hard seeds of every later edit.
+* the region is the box (given, or the mask's bounding box) grown by a margin, processed at most
+  ``max_side`` pixels on a side; its colour models (OpenCV GrabCut) come from the whole region with the
+  current mask as the prior;
+* a **negative** click may only remove mask pixels, a **positive** click only add; the pixels it may change
+  are those near it (out to a multiple of d, the click's distance to the mask boundary: the simulator and
+  annotators click in the middle of the wrong region) and the **part it lies in** -- the uniform-colour
+  region around it on its side of the mask, grown by a band -- unless that part is most of the box or of
+  the mask (then it is no evidence of where the error ends); every other pixel keeps its label as a hard
+  seed, so far pixels keep the previous mask;
+* the click and every earlier click are hard seeds, the graph cut decides the rest, and only the change
+  connected to the click is kept: a negative click removes the connected leak it lies in, a positive one
+  adds the connected part it lies in;
+* the clicked pixel always ends with the clicked label and earlier clicks keep theirs.
 
-Windows larger than ``max_side`` pixels are processed at a reduced resolution and mapped back, so the cost of
-a click does not grow with the object.
+A session's answer depends only on the base mask, the box and the click list: ``edit_session`` replays it
+from the longest cached prefix, so caching saves time and never changes a mask.
 """
 
 from __future__ import annotations
@@ -29,39 +34,45 @@ from typing import Callable, Hashable, Optional, Sequence
 import cv2
 import numpy as np
 
-from annotate.types import Point
+from annotate.types import Box, Point
 
 
 @dataclass(frozen=True)
 class ClickParams:
-    """Hyperparameters of one click edit (chosen on synthetic scenes and the method's logic)."""
+    """Hyperparameters of one click (chosen on the method's logic and synthetic scenes; measured in bench/noc.py)."""
 
-    #: Window half-size as a multiple of the click's distance to the mask boundary (plus ``window_min`` px).
-    window_scale: float = 3.0
-    window_min: int = 10
-    #: Pixels farther from a negative click than this multiple of that distance (plus ``reach_min`` px) keep
-    #: their label: they anchor the colour model of the side the click does not change. Positive clicks reach
-    #: less far (``reach_add``, ``reach_min_add``): a missed part is usually a thin rim or a corner, and growing
-    #: further spills into look-alike shadow (measured on nwpu_vhr10_dev: IoU lowered by 5.8 % of positive
-    #: clicks at 2.0 / 1.0, by 1 % at 1.5 / 0.5; negative clicks by 0 % at 2.0 / 1.0).
+    #: The region a click re-segments: the box (or, without one, the mask's bounding box) grown by this share
+    #: of its size plus ``margin_min`` px on every side, plus the click's own neighbourhood.
+    margin: float = 0.15
+    margin_min: int = 6
+    #: Pixels within ``reach`` × d + ``reach_min`` px of a negative click (d: its distance to the mask's
+    #: boundary, the half-width of the error: the simulator and annotators click in the middle of the wrong
+    #: region) may change; positive clicks use ``reach_add`` / ``reach_min_add``.
     reach: float = 2.0
     reach_min: float = 1.0
     reach_add: float = 1.5
     reach_min_add: float = 0.5
-    #: A click closer than this (px) to the mask's boundary sits on a thin rim: only the pixels within that
-    #: distance of the click change (measured on iSAID: wider edits, or a band along the boundary, lowered
-    #: IoU after 7–12 % of clicks; this after 2 %).
+    #: The part of the image a click lies in (the uniform-colour region around it on its side of the mask,
+    #: ``flood_tol``) is re-segmented too, with a band of ``band`` × the object's scale (square root of the
+    #: box's area) around it, unless it covers more than ``part_max`` of the box (positive click) or of the
+    #: mask (negative click): then it is no evidence of where the error ends.
+    band: float = 0.02
+    part_max: float = 0.3
+    #: A click closer than this (px) to the mask boundary sits on a thin rim: its neighbourhood is d, the part
+    #: it lies in is the rim (its side's pixels within ``thin`` of the boundary), and when the region is
+    #: processed at a reduced resolution it is processed at full resolution in a ``max_side`` window instead.
     thin: float = 2.5
-    #: Windows are processed at most this many pixels on a side (0 = full resolution).
-    max_side: int = 160
-    #: Radius of the hard seed disc at every click, in image pixels.
+    #: The region is processed at most this many pixels on a side (0 = full resolution).
+    max_side: int = 200
+    #: Radius of the hard seed disc at every click, in processed pixels.
     seed_radius: float = 1.5
     #: Colour tolerance (Lab units per channel) of the flood fill that extends a click's seed.
     flood_tol: float = 10.0
-    #: The flood region becomes a hard seed only when it covers at most this share of the editable pixels.
-    flood_max: float = 0.85
+    #: Within the click's neighbourhood the flood region is a hard seed when it covers at most this share of
+    #: the pixels there that may change.
+    local_max: float = 0.85
     #: GrabCut iterations.
-    iterations: int = 2
+    iterations: int = 3
 
 
 def _pixel(mask: np.ndarray, x: float, y: float) -> tuple[int, int]:
@@ -119,6 +130,46 @@ def _flood(lab: np.ndarray, allowed: np.ndarray, x: float, y: float, tol: float)
     return ff[1:-1, 1:-1] == 2
 
 
+def _component_at(changed: np.ndarray, x: float, y: float) -> np.ndarray:
+    """The 8-connected part of ``changed`` that holds (x, y); empty when (x, y) is not in it.
+
+    Only the change connected to the click counts: a graph cut may flip look-alike specks elsewhere.
+    """
+    yi, xi = _pixel(changed, x, y)
+    if not changed[yi, xi]:
+        return np.zeros_like(changed)
+    _, comp = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+    return comp == comp[yi, xi]
+
+
+def _region(
+    mask: np.ndarray, point: Point, box: Optional[Box], d: float, p: ClickParams
+) -> tuple[int, int, int, int, float]:
+    """(x0, y0, x1, y1, scale): the part of the image a click re-segments, and the object's scale in px.
+
+    The box (or the mask's bounding box, or without either the click's neighbourhood) grown by the margin,
+    plus the click's own neighbourhood, so a click outside the box still has room to act.
+    """
+    h, w = mask.shape
+    cx, cy = point
+    near = min(d, float(max(p.max_side, 2 * p.margin_min))) + p.margin_min
+    if box is not None:
+        bx0, by0, bx1, by1 = (float(v) for v in box)
+    else:
+        x, y, bw, bh = cv2.boundingRect(mask.astype(np.uint8))
+        if bw == 0 or bh == 0:
+            bx0, by0, bx1, by1 = cx - near, cy - near, cx + near, cy + near
+        else:
+            bx0, by0, bx1, by1 = float(x), float(y), float(x + bw), float(y + bh)
+    bw, bh = max(1.0, bx1 - bx0), max(1.0, by1 - by0)
+    mx, my = p.margin * bw + p.margin_min, p.margin * bh + p.margin_min
+    x0, y0 = min(bx0 - mx, cx - near), min(by0 - my, cy - near)
+    x1, y1 = max(bx1 + mx, cx + near), max(by1 + my, cy + near)
+    x0, y0 = int(max(0, np.floor(x0))), int(max(0, np.floor(y0)))
+    x1, y1 = int(min(w, np.ceil(x1))), int(min(h, np.ceil(y1)))
+    return x0, y0, x1, y1, float(np.sqrt(bw * bh))
+
+
 def apply_click(
     image: np.ndarray,
     mask: np.ndarray,
@@ -126,8 +177,15 @@ def apply_click(
     label: int,
     constraints: Sequence[tuple[Point, int]] = (),
     params: Optional[ClickParams] = None,
+    box: Optional[Box] = None,
 ) -> np.ndarray:
-    """``mask`` edited by one click at ``point`` (label 1 = object, 0 = not); ``constraints`` are earlier clicks.
+    """``mask`` corrected by one click at ``point`` (label 1 = object, 0 = not); ``constraints`` are earlier clicks.
+
+    The click re-segments the region it belongs to (``box`` grown by a margin, or the mask's bounding box): a
+    graph cut (OpenCV GrabCut) with the current mask as the prior — pixels near the click may change, farther
+    ones keep their label as hard seeds — and the click, the uniform-colour region around it and every
+    earlier click as hard seeds. A negative click then removes the connected part of the mask it lies in
+    that the cut gives to the background (a leak), a positive click adds the connected part it lies in.
 
     Returns a new mask in which the clicked pixel has the clicked label and every constraint whose pixel had
     its label in ``mask`` keeps it. A click that ``mask`` already agrees with returns ``mask`` unchanged.
@@ -138,17 +196,23 @@ def apply_click(
         return mask.copy()
     h, w = mask.shape
     positive = bool(label)
+    cx, cy = float(point[0]), float(point[1])
     d = distance_to_boundary(mask, point)
-    half = p.window_scale * d + p.window_min
-    cx, cy = point
-    x0, y0 = int(max(0, np.floor(cx - half))), int(max(0, np.floor(cy - half)))
-    x1, y1 = int(min(w, np.ceil(cx + half))), int(min(h, np.ceil(cy + half)))
-    crop = np.ascontiguousarray(np.asarray(image)[y0:y1, x0:x1, :3])
-    sub = mask[y0:y1, x0:x1]
+    x0, y0, x1, y1, size = _region(mask, (cx, cy), box, d, p)
     cw, ch = x1 - x0, y1 - y0
     scale = 1.0
     if p.max_side and max(cw, ch) > p.max_side:
         scale = p.max_side / max(cw, ch)
+        if d * scale < p.thin:
+            # an error thinner than two processed pixels would vanish at the reduced resolution: full resolution
+            # in a max_side window around the click instead
+            half = p.max_side / 2.0
+            x0, x1 = int(max(x0, np.floor(cx - half))), int(min(x1, np.ceil(cx + half)))
+            y0, y1 = int(max(y0, np.floor(cy - half))), int(min(y1, np.ceil(cy + half)))
+            cw, ch, scale = x1 - x0, y1 - y0, 1.0
+    crop = np.ascontiguousarray(np.asarray(image)[y0:y1, x0:x1, :3])
+    sub = mask[y0:y1, x0:x1]
+    if scale != 1.0:
         sw, sh = max(1, int(round(cw * scale))), max(1, int(round(ch * scale)))
         crop = cv2.resize(crop, (sw, sh), interpolation=cv2.INTER_AREA)
         sub = cv2.resize(sub.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
@@ -158,37 +222,60 @@ def apply_click(
     def to_win(x: float, y: float) -> tuple[float, float]:
         return (x - x0) * sx, (y - y0) * sy
 
-    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
-    gc = np.empty(sub.shape, np.uint8)
     wx, wy = to_win(cx, cy)
     yy, xx = np.mgrid[0:sh, 0:sw]
-    # beyond the click's reach the changed side keeps its label: without such anchors GrabCut's colour model of
-    # that side is only "probably" and can flip it entirely (a mask that misses a rim of the object teaches the
-    # background model the object's colour)
-    reach = p.reach_add * d + p.reach_min_add if positive else p.reach * d + p.reach_min
+    # where the click may change the mask: its neighbourhood (out to a multiple of the error's half-width d),
+    # plus the part of the image it lies in -- the uniform-colour region around it on its side of the mask,
+    # grown by a band -- so an elongated missed part or leak is re-segmented along its length. Farther pixels
+    # keep their label and anchor the colour models (without anchors GrabCut can flip a whole side whose
+    # model it learnt from a wrong mask).
+    reach = (p.reach_add * d + p.reach_min_add) if positive else (p.reach * d + p.reach_min)
     if d < p.thin:
         reach = d  # a rim one or two pixels wide: which side of a blurred edge a pixel is on is a coin flip
     near = np.hypot((xx + 0.5) / sx - (cx - x0), (yy + 0.5) / sy - (cy - y0)) <= reach
+    side = ~sub if positive else sub.copy()
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
+    region = _flood(lab, side, wx, wy, p.flood_tol)
+    local = None if region is None else region & near
+    if region is not None and d < p.thin:
+        # a click on a rim: the part it lies in is the rim, the pixels of its side within ``thin`` of the boundary
+        along = cv2.distanceTransform(side.astype(np.uint8), cv2.DIST_L2, 3) <= p.thin * scale
+        region = _component_at(region & along, wx, wy)
+        if not region.any():
+            region = None
+    if region is not None:
+        # a part that is most of the box (positive) or of the mask (negative) is no evidence of where the error ends
+        cap = p.part_max * (size * size * sx * sy if positive else np.count_nonzero(sub))
+        if np.count_nonzero(region) > cap:
+            region = None
+    editable_near = np.count_nonzero(side & near)
+    if region is not None:
+        band = max(1, int(round(p.band * size * sx)))
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
+        grown = cv2.dilate(region.astype(np.uint8), disc) > 0
+        near |= grown
+    gc = np.empty(sub.shape, np.uint8)
     # one direction only: a negative click can only remove mask pixels, a positive one only add
     if positive:
         gc[sub] = cv2.GC_FGD
         gc[~sub] = np.where(near[~sub], cv2.GC_PR_BGD, cv2.GC_BGD)
-        editable = ~sub & near
     else:
         gc[sub] = np.where(near[sub], cv2.GC_PR_FGD, cv2.GC_FGD)
         gc[~sub] = cv2.GC_BGD
-        editable = sub & near
-    region = _flood(lab, editable, wx, wy, p.flood_tol)
     seed_value = cv2.GC_FGD if positive else cv2.GC_BGD
+    flipped = cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD
     if region is not None:
-        # a region that fills nearly all the editable pixels is no evidence of where the error ends: a hint only
-        hard = np.count_nonzero(region) <= p.flood_max * np.count_nonzero(editable)
-        gc[region] = seed_value if hard else (cv2.GC_PR_FGD if positive else cv2.GC_PR_BGD)
+        # the part the click lies in starts on the click's side; the cut decides where it really ends
+        gc[region] = flipped
+    if local is not None:
+        # near the click the uniform-colour region is a hard seed, unless it fills nearly all the pixels there
+        # (then it is no evidence of where the error ends: a hint only)
+        gc[local] = seed_value if np.count_nonzero(local) <= p.local_max * editable_near else flipped
     # a click on a thin error (a rim one or two pixels wide) must not seed beyond it: the seed disc stays inside
     # the distance to the mask's boundary
-    r = max(0.0, min(p.seed_radius, d - 1.0) * scale)
+    r = max(0.0, min(p.seed_radius, d * scale - 1.0))
     for (qx, qy), qlab in constraints:
-        if 0 <= qx - x0 < cw and 0 <= qy - y0 < ch and click_agrees(mask, (qx, qy), qlab):
+        if x0 <= qx < x1 and y0 <= qy < y1 and click_agrees(mask, (qx, qy), qlab):
             _disc(gc, *to_win(qx, qy), r, cv2.GC_FGD if qlab else cv2.GC_BGD)
     _disc(gc, wx, wy, r, seed_value)
 
@@ -202,16 +289,19 @@ def apply_click(
             new = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
         except cv2.error:
             pass  # degenerate colour statistics: the hard seeds alone are the edit
-    changed = new != sub
-    if changed.any():
-        # only the changed part connected to the click counts: a graph cut may flip look-alike specks elsewhere
-        n, comp = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
-        yi, xi = _pixel(changed, wx, wy)
-        changed = comp == comp[yi, xi] if changed[yi, xi] else np.zeros_like(changed)
-    if scale != 1.0:
-        changed = cv2.resize(changed.astype(np.uint8), (cw, ch), interpolation=cv2.INTER_NEAREST).astype(bool)
+    changed = _component_at(new != sub, wx, wy)
     out = mask.copy()
     window = out[y0:y1, x0:x1]
+    if scale != 1.0:
+        # back to full resolution: the corrected mask (not the change alone, whose edge against the old mask
+        # would fall between processed pixels) is interpolated, within one processed pixel of the change
+        fixed = (sub | changed) if positive else (sub & ~changed)
+        up = cv2.resize(fixed.astype(np.float32), (cw, ch), interpolation=cv2.INTER_LINEAR) >= 0.5
+        zone = cv2.resize(cv2.dilate(changed.astype(np.uint8), np.ones((3, 3), np.uint8)), (cw, ch),
+                          interpolation=cv2.INTER_NEAREST) > 0
+        changed = zone & ((up & ~window) if positive else (~up & window))
+        at_click = _component_at(changed, cx - x0, cy - y0)
+        changed = at_click if at_click.any() else changed
     if positive:
         window |= changed
     else:
@@ -230,13 +320,14 @@ def apply_clicks(
     points: Sequence[Point],
     labels: Sequence[int],
     params: Optional[ClickParams] = None,
+    box: Optional[Box] = None,
 ) -> np.ndarray:
-    """``mask`` edited by each click in order (each earlier click a hard constraint of the later edits)."""
+    """``mask`` corrected by each click in order (each earlier click a hard constraint of the later ones)."""
     out = np.asarray(mask, bool)
     done: list[tuple[Point, int]] = []
     for point, label in zip(points, labels):
         pt = (float(point[0]), float(point[1]))
-        out = apply_click(image, out, pt, int(label), done, params)
+        out = apply_click(image, out, pt, int(label), done, params, box=box)
         done.append((pt, int(label)))
     return out
 
@@ -247,8 +338,9 @@ def honour_clicks(
     points: Sequence[Point],
     labels: Sequence[int],
     params: Optional[ClickParams] = None,
+    box: Optional[Box] = None,
 ) -> np.ndarray:
-    """Edit ``mask`` only where it contradicts a click, so every click holds; the last stage of any pipeline.
+    """Correct ``mask`` only where it contradicts a click, so every click holds; the last stage of any pipeline.
 
     Clicks are repaired in order; the clicks the mask already agrees with are constraints of each repair.
     """
@@ -261,7 +353,7 @@ def honour_clicks(
     out = mask
     for i in bad:
         others = [(pts[j], labs[j]) for j in range(len(pts)) if j != i]
-        out = apply_click(image, out, pts[i], labs[i], others, params)
+        out = apply_click(image, out, pts[i], labs[i], others, params, box=box)
     # two clicks on the same pixel with opposite labels cannot both hold: the later one wins
     for i in range(len(pts)):
         if not click_agrees(out, pts[i], labs[i]) and not any(
@@ -319,10 +411,13 @@ def edit_session(
     clicks: Sequence[tuple[Point, int]],
     cache: Optional[EditCache] = None,
     params: Optional[ClickParams] = None,
+    box: Optional[Box] = None,
 ) -> tuple[np.ndarray, float]:
-    """The mask of ``base()`` edited by ``clicks`` in order, replayed from the longest cached prefix.
+    """The mask of ``base()`` corrected by ``clicks`` in order, replayed from the longest cached prefix.
 
     ``base`` computes the click-free mask and its score (only called on a cache miss); every prefix is cached.
+    ``box``: the object's box, the region each click re-segments (default: the mask's bounding box). The
+    answer depends only on the base mask, the box and the click list, never on what was cached.
     """
     k, mask, score = cache.longest(base_key, clicks) if cache is not None else (0, None, 0.0)
     if mask is None:
@@ -331,7 +426,46 @@ def edit_session(
             cache.put(base_key, (), mask, score)
     for i in range(k, len(clicks)):
         point, label = clicks[i]
-        mask = apply_click(image, mask, point, label, clicks[:i], params)
+        mask = apply_click(image, mask, point, label, clicks[:i], params, box=box)
         if cache is not None:
             cache.put(base_key, clicks[: i + 1], mask, score)
     return mask, score
+
+
+class LogitsCache:
+    """A segmenter's low-resolution logits of click sessions, by (base key, clicks so far); bounded in count.
+
+    Why: SAM refines its previous answer when it gets that answer's logits back as ``mask_input``; a session's
+    answer is then a chain over its click prefixes, and keeping every prefix's logits makes click k cost one
+    decoder call. Stored as float16 (a 256×256 entry takes 128 KB).
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def put(self, base: Hashable, clicks: Sequence[tuple[Point, int]], logits: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        key = (base, tuple(clicks))
+        with self._lock:
+            self._items[key] = np.asarray(logits, np.float16)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def longest(self, base: Hashable, clicks: Sequence[tuple[Point, int]]) -> tuple[int, Optional[np.ndarray]]:
+        """(k, logits) of the longest cached prefix ``clicks[:k]``; (0, None) when none is cached."""
+        for k in range(len(clicks), -1, -1):
+            key = (base, tuple(clicks[:k]))
+            with self._lock:
+                hit = self._items.get(key)
+                if hit is not None:
+                    self._items.move_to_end(key)
+                    return k, hit.astype(np.float32)
+        return 0, None

@@ -90,6 +90,11 @@ class Pipeline:
 
         self._edits = EditCache(32)
         self._edits_key: Optional[str] = None
+        # click sessions of a segmenter that refines its previous answer (SAM's mask_input): its logits per prefix
+        from annotate.clicks import LogitsCache
+
+        self._logits = LogitsCache(32)
+        self._logits_key: Optional[str] = None
 
     def with_parts(self, segmenter: Optional[Segmenter] = None, grounder: Optional[Grounder] = None) -> "Pipeline":
         """The same pipeline (switches and step parameters) with a new segmenter and/or grounder.
@@ -191,11 +196,11 @@ class Pipeline:
             t = time.perf_counter()
             key = (image_key, "shown", _mask_digest(shown), None if box is None else tuple(round(v, 3) for v in box))
             mask, score = edit_session(rgb, key, lambda: (shown, 1.0), clicks,
-                                       self._edits if image_key is not None else None)
+                                       self._edits if image_key is not None else None, box=box)
             timings["clicks"] = (time.perf_counter() - t) * 1000.0
         elif user_points and box is not None and getattr(self.segmenter, "clicks_as_edits", False):
-            # the box is segmented and refined once; each click then edits that mask locally, in order, so a
-            # click changes the mask only around itself and a later refinement never undoes it (annotate.clicks)
+            # the box is segmented and refined once; each click then corrects that mask in order (re-segmenting
+            # the part it lies in), so a later refinement never undoes a click (annotate.clicks)
             from annotate.clicks import edit_session
 
             clicks = [(pt, lab) for pt, lab in zip(user_points, user_labels)]
@@ -212,11 +217,28 @@ class Pipeline:
 
             t = time.perf_counter()
             mask, score = edit_session(rgb, (image_key, tuple(round(v, 3) for v in box)), base, clicks,
-                                       self._edits if image_key is not None else None)
+                                       self._edits if image_key is not None else None, box=box)
             timings["clicks"] = (time.perf_counter() - t) * 1000.0 - sum(timings.get(k, 0.0) for k in ("cfpg", "segment", "mbo"))
             # the points the segmenter got: the CFPG point of the box (when it ran), then the user's clicks
             points = used.get("points", []) + user_points
             labels = used.get("labels", []) + user_labels
+        elif user_points and box is not None and getattr(self.segmenter, "accepts_mask_input", False):
+            mask, score, points, labels = self._refine_session(
+                rgb, box, user_points, user_labels, image_key, state, timings, prompt.category, features
+            )
+        elif (not user_points and box is not None and image_key is not None
+              and getattr(self.segmenter, "accepts_mask_input", False)):
+            # the box alone: the first answer of any click session on this box (its logits start the chain)
+            got: dict = {}
+            mask, score, points, labels = self._segment_and_refine(
+                rgb, box, [], [], image_key, state, timings, category=prompt.category, features=features,
+                logits_out=got,
+            )
+            if got.get("logits") is not None:
+                if image_key != self._logits_key:
+                    self._logits.clear()
+                self._logits_key = image_key
+                self._logits.put((image_key, tuple(round(v, 3) for v in box)), [], got["logits"])
         else:
             mask, score, points, labels = self._segment_and_refine(
                 rgb, box, user_points, user_labels, image_key, state, timings, category=prompt.category,
@@ -241,6 +263,59 @@ class Pipeline:
             features=features,
         )
 
+    def _refine_session(
+        self, rgb: np.ndarray, box: Box, user_points: list[Point], user_labels: list[int], image_key: Optional[str],
+        state: dict, timings: dict[str, float], category: Optional[str], features: dict[str, float],
+    ) -> tuple[np.ndarray, float, list[Point], list[int]]:
+        """A click session with a segmenter that refines its previous answer (SAM with ``mask_input``).
+
+        The answer to box + clicks c1..ck is the segmenter's answer to them given its own answer to c1..ck-1
+        (its low-resolution logits), down to the box alone: what SAM was trained for, and what the annotator
+        sees refined. The chain's logits are cached per (image, box, click prefix); the answer depends only on
+        the prompt, never on what was cached (a prefix that is not cached is recomputed).
+        """
+        clicks = [(pt, lab) for pt, lab in zip(user_points, user_labels)]
+        key = (image_key, tuple(round(v, 3) for v in box))
+        if image_key is None or image_key != self._logits_key:
+            self._logits.clear()
+        self._logits_key = image_key
+        k, logits = self._logits.longest(key, clicks[:-1]) if image_key is not None else (0, None)
+        t = time.perf_counter()
+        start = k + 1 if logits is not None else 0
+        for j in range(start, len(clicks)):
+            pts, labs = self._with_cfpg(rgb, box, [c[0] for c in clicks[:j]], [c[1] for c in clicks[:j]], timings)
+            self._ensure_image(rgb, image_key, state, timings)
+            out = self.segmenter.predict(box=np.asarray(box, dtype=np.float64),
+                                         point_coords=np.asarray(pts, dtype=np.float64).reshape(-1, 2) if pts else None,
+                                         point_labels=np.asarray(labs, dtype=np.int64) if pts else None,
+                                         mask_input=logits)
+            logits = out.logits
+            if image_key is not None and logits is not None:
+                self._logits.put(key, clicks[:j], logits)
+        timings["session"] = (time.perf_counter() - t) * 1000.0
+        got: dict = {}
+        result = self._segment_and_refine(rgb, box, user_points, user_labels, image_key, state, timings,
+                                          category=category, features=features, mask_input=logits, logits_out=got)
+        if image_key is not None and got.get("logits") is not None:
+            self._logits.put(key, clicks, got["logits"])
+        return result
+
+    def _with_cfpg(
+        self, rgb: np.ndarray, box: Optional[Box], points: list[Point], labels: list[int], timings: dict[str, float]
+    ) -> tuple[list[Point], list[int]]:
+        """The points sent to the segmenter: CFPG's point is added only when the user gave no positive one."""
+        points, labels = list(points), list(labels)
+        if self.use_cfpg and box is not None and 1 not in labels:
+            from annotate.cfpg import foreground_point
+
+            t = time.perf_counter()
+            point = foreground_point(rgb, box, **self.cfpg_params)
+            timings["cfpg"] = (time.perf_counter() - t) * 1000.0
+            if point is not None:
+                points = points + [(float(point[0]), float(point[1]))]
+                labels = labels + [1]
+        return points, labels
+
     def _segment_and_refine(
         self,
         rgb: np.ndarray,
@@ -252,29 +327,25 @@ class Pipeline:
         timings: dict[str, float],
         category: Optional[str] = None,
         features: Optional[dict[str, float]] = None,
+        mask_input: Optional[np.ndarray] = None,
+        logits_out: Optional[dict] = None,
     ) -> tuple[np.ndarray, float, list[Point], list[int]]:
         """CFPG point → segmenter → MBO → click repair: (mask, score, points sent, their labels).
 
         ``features`` receives what the quality estimate (``annotate.quality``) reads: the segmenter's own score
-        and how much MBO changed its mask.
+        and how much MBO changed its mask. ``mask_input`` goes to a segmenter that ``accepts_mask_input``;
+        ``logits_out["logits"]`` receives the segmenter's low-resolution logits when it has them.
         """
         features = {} if features is None else features
         height, width = rgb.shape[:2]
-        points, labels = list(user_points), list(user_labels)
         # CFPG adds the paper's positive point only when the user gave none (a user's click beats a cluster)
-        if self.use_cfpg and box is not None and 1 not in labels:
-            from annotate.cfpg import foreground_point
-
-            t = time.perf_counter()
-            point = foreground_point(rgb, box, **self.cfpg_params)
-            timings["cfpg"] = (time.perf_counter() - t) * 1000.0
-            if point is not None:
-                points = points + [(float(point[0]), float(point[1]))]
-                labels = labels + [1]
+        points, labels = self._with_cfpg(rgb, box, user_points, user_labels, timings)
 
         self._ensure_image(rgb, image_key, state, timings)
         t = time.perf_counter()
-        extra = {"category": category} if getattr(self.segmenter, "uses_category", False) else {}
+        extra: dict = {"category": category} if getattr(self.segmenter, "uses_category", False) else {}
+        if mask_input is not None:
+            extra["mask_input"] = mask_input
         out = self.segmenter.predict(
             box=None if box is None else np.asarray(box, dtype=np.float64),
             point_coords=np.asarray(points, dtype=np.float64).reshape(-1, 2) if points else None,
@@ -283,6 +354,8 @@ class Pipeline:
         )
         timings["segment"] = (time.perf_counter() - t) * 1000.0
         mask = np.asarray(out.mask, dtype=bool)
+        if logits_out is not None:
+            logits_out["logits"] = getattr(out, "logits", None)
         if mask.shape != (height, width):
             raise RuntimeError(f"the segmenter returned a {mask.shape} mask for a {height}×{width} image")
 
@@ -303,7 +376,7 @@ class Pipeline:
             from annotate.clicks import honour_clicks
 
             t = time.perf_counter()
-            mask = honour_clicks(rgb, mask, user_points, user_labels)
+            mask = honour_clicks(rgb, mask, user_points, user_labels, box=box)
             timings["clicks"] = (time.perf_counter() - t) * 1000.0
         return mask, float(out.score), points, labels
 

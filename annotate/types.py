@@ -39,10 +39,15 @@ class Prompt:
 
 @dataclass
 class SegmentationOutput:
-    """One mask from a segmenter with its confidence in [0, 1]."""
+    """One mask from a segmenter with its confidence in [0, 1].
+
+    ``logits``: the segmenter's own low-resolution mask logits (SAM: 1×256×256), when it has them; passed back
+    as ``mask_input`` with the next click of a session, SAM refines its previous answer instead of starting over.
+    """
 
     mask: np.ndarray
     score: float
+    logits: Optional[np.ndarray] = None
 
 
 @dataclass

@@ -18,6 +18,7 @@ percentile of the wall time of one click's request (box + all clicks), in this p
 
     python bench/noc.py --coco INSTANCES.json --image-root DIR [--max-clicks 20] [--seed 0] [--json OUT.json]
     python bench/noc.py --isaid ISAID_DEVKIT_DIR [...]     # instance-id PNGs of iSAID read as instances
+    python bench/noc.py ... --checkpoint sam_vit_h.pth      # SAM; --model-type auto (default) reads its architecture
 """
 
 from __future__ import annotations
@@ -213,6 +214,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     ap.add_argument("--limit", type=int, default=0, help="only the first N instances (quick look)")
     ap.add_argument("--checkpoint", default=None, help="a SAM checkpoint (default: the weights-free segmenter)")
+    ap.add_argument("--model-type", default="auto",
+                    help="SAM architecture of --checkpoint: auto (default: the checkpoint's own), vit_b, vit_l or vit_h")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1, help="OpenCV threads")
     ap.add_argument("--point-only", action="store_true",
@@ -234,7 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.limit and len(traces) >= args.limit:
             break
         if segmenter is None or args.checkpoint is None:
-            segmenter = build_segmenter(args.checkpoint, device=args.device)  # SAM loads once; classical per image
+            # SAM loads once; classical per image
+            segmenter = build_segmenter(args.checkpoint, model_type=args.model_type, device=args.device)
         pipe = build_pipeline(segmenter=segmenter)
         for inst in instances:
             if args.limit and len(traces) >= args.limit:
@@ -271,7 +275,7 @@ def point_only(images: Iterator[tuple[str, np.ndarray, list[Instance]]], args: a
     ious: dict[str, list[float]] = defaultdict(list)
     n = 0
     for name, rgb, instances in images:
-        pipe = build_pipeline(args.checkpoint, device=args.device)
+        pipe = build_pipeline(args.checkpoint, model_type=args.model_type, device=args.device)
         for inst in instances:
             if args.limit and n >= args.limit:
                 break

@@ -255,7 +255,7 @@ class ClassicalSegmenter(Segmenter):
         assert self._rgb is not None
         return edit_session(
             self._rgb, base_key, lambda: self._segment(box, seed_pos, np.zeros((0, 2)), len(seed_pos) == 0), clicks, self._cache,
-            self.click_params,
+            self.click_params, box=box,
         )
 
     def _box_from_point(self, point: tuple[float, float]) -> tuple[float, float, float, float]:

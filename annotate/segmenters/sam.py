@@ -80,7 +80,12 @@ class SamSegmenter(Segmenter):
 
     The returned ``score`` is SAM's predicted IoU of the kept mask, clipped to [0, 1] (the IoU head is an
     unbounded regressor and can stray slightly outside).
+
+    Clicks (``accepts_mask_input``): the pipeline passes the previous answer's low-resolution logits of a click
+    session as ``mask_input``, so each click refines the mask shown rather than starting from the clicks alone.
     """
+
+    accepts_mask_input = True
 
     def __init__(
         self,
@@ -241,7 +246,10 @@ class SamSegmenter(Segmenter):
         box: Optional[np.ndarray] = None,
         point_coords: Optional[np.ndarray] = None,
         point_labels: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
     ) -> SegmentationOutput:
+        """SAM's mask for the prompt; ``mask_input`` (1×256×256 logits, the ``logits`` of an earlier answer) makes
+        it a refinement of that answer, the way SAM was trained for interactive clicks."""
         emb: Optional[_Embedding] = getattr(self._local, "embedding", None)
         if emb is None:
             raise RuntimeError("SamSegmenter.predict called before set_image (in this thread)")
@@ -254,12 +262,23 @@ class SamSegmenter(Segmenter):
             multimask = False
         else:
             multimask = box_arr is None and n_points == 1
+        prior = None
+        if mask_input is not None:
+            prior = np.asarray(mask_input, dtype=np.float32)
+            if prior.ndim == 2:
+                prior = prior[None]
+            side = tuple(self.model.prompt_encoder.mask_input_size)  # 256×256 for the official models
+            if prior.shape != (1, *side):
+                raise ValueError(f"mask_input must be SAM's 1×{side[0]}×{side[1]} low-resolution logits, "
+                                 f"got shape {prior.shape}")
         with self._lock:
             p = self._predictor
             p.features, p.original_size, p.input_size, p.is_image_set = emb.features, emb.original_size, emb.input_size, True
-            masks, ious, _ = p.predict(point_coords=coords, point_labels=labels, box=box_arr, multimask_output=multimask)
+            masks, ious, low = p.predict(point_coords=coords, point_labels=labels, box=box_arr, mask_input=prior,
+                                         multimask_output=multimask)
         best = int(np.argmax(ious))
-        return SegmentationOutput(mask=masks[best].astype(bool), score=float(np.clip(ious[best], 0.0, 1.0)))
+        return SegmentationOutput(mask=masks[best].astype(bool), score=float(np.clip(ious[best], 0.0, 1.0)),
+                                  logits=np.asarray(low[best : best + 1], dtype=np.float32))
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
