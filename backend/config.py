@@ -117,6 +117,10 @@ class Settings:
     #: prior, and (pre-label, correction) pairs before the quality estimate replaces today's score
     prior_min_samples: int = 3
     quality_min_pairs: int = 20
+    #: held-out corrections of a class before a retrain may change its served prior (``annotate.promotion``)
+    adopt_min_samples: int = 5
+    #: seconds a Start Training request waits for the retrain's outcome to answer with it (Label Studio waits 100)
+    train_wait_s: float = 25.0
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -156,6 +160,8 @@ class Settings:
             polygon_tolerance=_tolerance(env, "PSLG_POLYGON_TOLERANCE"),
             prior_min_samples=max(1, _int(env, "PSLG_PRIOR_MIN_SAMPLES", 3)),
             quality_min_pairs=max(3, _int(env, "PSLG_QUALITY_MIN_PAIRS", 20)),
+            adopt_min_samples=max(1, _int(env, "PSLG_ADOPT_MIN_SAMPLES", 5)),
+            train_wait_s=max(0.0, _float(env, "PSLG_TRAIN_WAIT", 25.0)),
         )
 
     @property
