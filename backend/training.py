@@ -289,10 +289,11 @@ class Trainer:
         elif quality.cv_spearman is not None and quality.cv_spearman > served_rho + QUALITY_MARGIN:
             quality_adopted = True
             quality_note = f"quality estimate adopted (rho {quality.cv_spearman:.2f} vs {served_rho:.2f} on {len(ious)} pairs)"
+        elif quality.cv_spearman is None:
+            quality_adopted, quality_note = False, f"score kept ({len(ious)} pairs are too few to cross-validate)"
         else:
             quality_adopted = False
-            quality_note = (f"score kept (quality estimate rho {quality.cv_spearman if quality.cv_spearman is not None else float('nan'):.2f}"
-                            f" vs {served_rho:.2f} on {len(ious)} pairs)")
+            quality_note = f"score kept (quality estimate rho {quality.cv_spearman:.2f} vs {served_rho:.2f} on {len(ious)} pairs)"
 
         changed = validation is not None and validation.changed
         promoted = (changed and validation.no_worse) or quality_adopted  # type: ignore[union-attr]
