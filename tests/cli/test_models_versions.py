@@ -56,3 +56,17 @@ def test_errors_are_one_line_and_name_what_exists(store: ModelStore, tmp_path: P
     plain.mkdir()
     res = runner.invoke(app, ["models", "versions", str(plain)])
     assert res.exit_code == 1 and "not a model store" in res.output
+
+
+def test_versions_shows_each_retrains_outcome_and_why_a_candidate_was_not_served(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "learned")
+    served = "served v0001: +0.031 mIoU on 42 held-out corrections; airplane prior adopted, bridge kept"
+    lost = "not served (v0002 stored): 48 held-out corrections; airplane kept, bridge kept"
+    store.commit(store.staging("a"), ModelCard(kind="shape-priors", base="classical-defaults", metrics={"outcome": served}))
+    store.commit(store.staging("b"), ModelCard(kind="shape-priors", base="classical-defaults", metrics={"outcome": lost}),
+                 not_served="no class's learned prior beat what is served")
+    res = runner.invoke(app, ["models", "versions", str(store.root)])
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if "shape-priors" in line]
+    assert "yes" in rows[0] and "yes" not in rows[1] and "not served: no class" in rows[1]
+    assert f"v0001: {served}" in res.output and f"v0002: {lost}" in res.output
