@@ -190,7 +190,7 @@ def validate_priors(pairs: Sequence[Pair], segment: Segment, served: Optional[Sh
     decisions: dict[str, ClassDecision] = {}
     kept = {}
     after = served_iou.copy()
-    for c in sorted(set(cats)):
+    for c in sorted({str(p.category) for p in pairs}):
         idx = np.flatnonzero(cats == c)
         served_prior = served.get(c) if served is not None else None
         was = LEARNED if served_prior is not None else HAND

@@ -9,16 +9,22 @@ weights-free stage 2 (no learned priors, today's score). Each round then
    (``--strategy select``: uncertainty + diversity, stratified random while the quality estimate is unfitted)
    or uniformly at random (``--strategy random``);
 2. "corrects" it: its human masks join the labelled set, each beside the pre-label it replaced;
-3. learns: shape priors (``annotate.priors``) from the labelled masks in their prompt boxes, the quality
-   estimate (``annotate.quality``) from the (pre-label features, IoU) pairs;
+3. learns as the backend's Start Training does: a candidate (shape priors from the labelled masks in their prompt
+   boxes, ``annotate.priors``; the quality estimate from the (pre-label features, IoU) pairs, ``annotate.quality``)
+   validated on the labelled instances held out by image (``annotate.promotion``): each class keeps what it is
+   served until its learned prior wins there (``--no-promotion``: every prior served at once, as before);
 4. pre-labels the remaining pool again with the learned priors and scores them with the quality estimate.
 
 Per round it prints and writes ``{"rounds": [{"round", "labelled", "pool_miou", "pool_pr70",
-"needs_correction" (share with IoU < 0.85), "score_spearman"}], "strategy"}``; ``--plot`` draws the learning
-curves of every JSON given with ``--compare`` beside this run's.
+"needs_correction" (share with IoU < 0.85), "score_spearman", "score_ties", "per_class": {"class": {"miou", "n"}},
+"pool_miou_round0", "per_class_round0", "pool_miou_previous", "per_class_previous", "adoption"}], "worst"}``
+(``worst``: the largest pooled and per-class losses, classes with ≥ 5 pool instances); with ``--seeds`` one such
+run per seed under ``"runs"``. ``--plot`` draws the learning curves of every JSON given with ``--compare``
+beside this run's; ``--plot-classes`` the per-class curves.
 
-    python bench/active_loop.py --coco INSTANCES.json --image-root DIR [--rounds 3] [--batch 0.1]
-        [--strategy select|random] [--seed 0] [--json OUT.json] [--plot OUT.png] [--compare OTHER.json]
+    python bench/active_loop.py --coco INSTANCES.json --image-root DIR [--rounds 3] [--batch 0.1 | --batch 6]
+        [--strategy select|random] [--seed 0] [--seeds 0,1,2] [--no-promotion] [--json OUT.json]
+        [--plot OUT.png] [--plot-classes OUT.png] [--compare OTHER.json]
 """
 
 from __future__ import annotations
