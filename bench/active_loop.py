@@ -211,11 +211,13 @@ def run_loop(pixels, instances: list[Instance], rounds: int, batch: float, strat
         for j in picked:  # the annotator corrects the pre-label: the pair (its features, its IoU, its score) is kept
             pairs.append((current[j].features, current[j].iou, current[j].score))
         labelled += picked
+        served = (priors, quality)
         priors, quality, decisions = learn(pixels, instances, labelled, pairs, priors, quality, promotion)
         rest = [i for i in instances if i.index not in set(labelled)]
         t = time.perf_counter()
         previous = {i.index: current[i.index] for i in rest}
-        current = {**current, **prelabel(pixels, rest, priors, quality)}
+        if priors is not served[0] or quality is not served[1]:  # nothing new served: the same pre-labels
+            current = {**current, **prelabel(pixels, rest, priors, quality)}
         ms = (time.perf_counter() - t) * 1000 / max(1, len(rest))
         row = round_stats(r, len(labelled), {i.index: current[i.index] for i in rest}, instances)
         # the same pool pre-labelled by round 0 (nothing learned) and by the previous round: what learning changed
