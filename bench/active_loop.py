@@ -132,10 +132,10 @@ def per_class(pool: dict[int, Prelabel], instances: Sequence[Instance]) -> dict[
 
 
 def ties(scores: Sequence[float]) -> float:
-    """Share of pool tasks whose score equals another task's (rounded to 1e-6): how much sorting cannot order."""
+    """Share of pool tasks whose score equals another task's exactly: what sorting by score cannot order."""
     if not len(scores):
         return 0.0
-    _, counts = np.unique(np.round(np.asarray(scores, float), 6), return_counts=True)
+    _, counts = np.unique(np.asarray(scores, float), return_counts=True)
     return round(float(counts[counts > 1].sum()) / len(scores), 4)
 
 
