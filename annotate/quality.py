@@ -34,6 +34,9 @@ FEATURES: tuple[str, ...] = (
     "box_area_log", "box_aspect",
 )
 NEUTRAL: dict[str, float] = {"grounding_score": 1.0, "grounding_margin": 1.0, "mbo_change": 0.0}
+#: how much better (cross-validated Spearman rho on the stored pairs) a fitted estimate must rank than the served
+#: score before it replaces it (the backend's retrain and bench/active_loop.py)
+ADOPT_MARGIN = 0.02
 
 
 def mask_box_features(mask: Optional[np.ndarray], box: Box, image_shape: tuple[int, int]) -> dict[str, float]:

@@ -43,8 +43,6 @@ from converters.model import ImageItem, Report
 log = logging.getLogger("pslg.backend.training")
 
 IDLE, RUNNING, SUCCEEDED, FAILED, SKIPPED = "idle", "running", "succeeded", "failed", "skipped"
-#: how much better (cross-validated Spearman rho) the quality estimate must rank the stored pairs than the served score
-QUALITY_MARGIN = 0.02
 #: the training store's meta keys: the stored annotations' digest when the last retrain succeeded, and its outcome
 TRAINED_DIGEST, TRAINED_OUTCOME = "trained_digest", "trained_outcome"
 NO_GROUNDER = (
@@ -284,16 +282,7 @@ class Trainer:
         # the score: the quality estimate replaces the served score when it ranks the stored pairs better
         quality = QualityModel.fit(features, ious, min_pairs=settings.quality_min_pairs)
         served_rho = spearman(served_scores, ious) if len(ious) > 1 else 0.0
-        if not quality.fitted:
-            quality_adopted, quality_note = False, f"score kept ({len(ious)} < {settings.quality_min_pairs} pairs)"
-        elif quality.cv_spearman is not None and quality.cv_spearman > served_rho + QUALITY_MARGIN:
-            quality_adopted = True
-            quality_note = f"quality estimate adopted (rho {quality.cv_spearman:.2f} vs {served_rho:.2f} on {len(ious)} pairs)"
-        elif quality.cv_spearman is None:
-            quality_adopted, quality_note = False, f"score kept ({len(ious)} pairs are too few to cross-validate)"
-        else:
-            quality_adopted = False
-            quality_note = f"score kept (quality estimate rho {quality.cv_spearman:.2f} vs {served_rho:.2f} on {len(ious)} pairs)"
+        quality_adopted, quality_note = quality_choice(quality, served_rho, len(ious), settings.quality_min_pairs)
 
         changed = validation is not None and validation.changed
         promoted = (changed and validation.no_worse) or quality_adopted  # type: ignore[union-attr]
@@ -368,6 +357,19 @@ class Trainer:
         grounder = load_grounder(str(result.path), device=self.engine.settings.device)
         version = self.engine.adopt(grounder, Candidate(str(result.path), result.path.name))
         return version, len(samples), skipped
+
+
+def quality_choice(quality, served_rho: float, pairs: int, min_pairs: int) -> tuple[bool, str]:
+    """Whether a newly fitted quality estimate replaces the served score, and the outcome's phrase saying why:
+    only when its cross-validated Spearman rho on the stored pairs beats the served score's by ``ADOPT_MARGIN``."""
+    from annotate.quality import ADOPT_MARGIN
+
+    if not quality.fitted:
+        return False, f"score kept ({pairs} < {min_pairs} pairs)"
+    if quality.cv_spearman is None:
+        return False, f"score kept ({pairs} pairs are too few to cross-validate)"
+    verdict = "quality estimate adopted" if quality.cv_spearman > served_rho + ADOPT_MARGIN else "score kept, quality estimate"
+    return verdict.startswith("quality"), f"{verdict} (rho {quality.cv_spearman:.2f} vs {served_rho:.2f} on {pairs} pairs)"
 
 
 def _short(line: str, limit: int = 128) -> str:

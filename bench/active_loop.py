@@ -45,7 +45,7 @@ from annotate.geometry import clip_box, mask_iou
 from annotate.masks import segmentation_to_mask
 from annotate.priors import PriorSample, ShapePriors
 from annotate.promotion import ADOPT_MIN_SAMPLES, Pair, pipeline_segment, validate_priors
-from annotate.quality import QualityModel, spearman
+from annotate.quality import ADOPT_MARGIN, QualityModel, spearman
 from annotate.segmenters.classical import ClassicalSegmenter
 from annotate.selection import Candidate, region_features, select_batch
 from annotate.types import Box, Prompt
@@ -171,7 +171,7 @@ def learn(pixels, instances: Sequence[Instance], labelled: Sequence[int], pairs:
     held = [Pair(instances[j].image, instances[j].box, instances[j].category, instances[j].mask) for j in labelled]
     v = validate_priors(held, segment, served_priors, min_samples=min_samples)
     served_rho = spearman([s for _, _, s in pairs], [v_ for _, v_, _ in pairs]) if len(pairs) > 1 else 0.0
-    if not (quality.fitted and quality.cv_spearman is not None and quality.cv_spearman > served_rho + 0.02):
+    if not (quality.fitted and quality.cv_spearman is not None and quality.cv_spearman > served_rho + ADOPT_MARGIN):
         quality = served_quality
     priors = v.priors if v.changed and v.no_worse else served_priors
     decisions = {c: {"choice": d.choice, "n": d.n, "hand": round(d.hand, 4),
