@@ -100,6 +100,9 @@ def test_corrections_that_win_on_held_out_tasks_are_served(make_client, files_ro
     assert again["outcome"].endswith(answer["outcome"])
     assert len(ModelStore(runtime.settings.model_dir / "grounders").versions("shape-priors")) == 1
     assert client.get("/versions").get_json()["model_version"] == after
+    # the same through Label Studio's older /train call: its answer's job (what Label Studio keeps) says so
+    legacy = client.post("/train", json={"annotations": [], "project": 1}).get_json()
+    assert legacy["job"].startswith("nothing new") and len(legacy["job"]) <= 128
     # a restarted backend on the same MODEL_DIR serves the learned version and still knows the outcome
     restarted = make_client(quality_min_pairs=3)
     assert restarted.get("/versions").get_json()["model_version"] == after
