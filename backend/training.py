@@ -217,7 +217,7 @@ class Trainer:
         from annotate.masks import coco_rle_decode
         from annotate.modelstore import ModelCard
         from annotate.priors import PriorSample, ShapePriors
-        from annotate.promotion import Pair, pipeline_segment, validate_priors
+        from annotate.promotion import ADOPT_MARGIN as PRIOR_MARGIN, Pair, pipeline_segment, validate_priors
         from annotate.quality import QualityModel, spearman
         from backend.engine import LEARNED_KIND, Learned, learned_store
         from converters.labelstudio.tasks import task_box
@@ -295,8 +295,9 @@ class Trainer:
             why = None
         else:
             serve_priors, serve_quality, gain = candidate_priors if candidate_priors.categories else None, quality, 0.0
-            why = (f"no class's learned prior beat what is served by {settings.adopt_min_samples}+ held-out pairs "
-                   f"and the score did not rank better")
+            why = (f"no class's learned prior beat what it is served on its held-out corrections (at least "
+                   f"{settings.adopt_min_samples} of them, by {PRIOR_MARGIN} mIoU), and the quality estimate did not rank the "
+                   f"stored pairs better than the served score")
         store = learned_store(settings)
         staging = store.staging(f"learned-{self.store.last_seq()}")
         if serve_priors is not None:
