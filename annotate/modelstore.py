@@ -2,7 +2,7 @@
 
 Layout of a store directory::
 
-    store.json          {"format": 1, "bad": {"v0002": "reason"}}
+    store.json          {"format": 1, "bad": {"v0002": "reason"}, "not_served": {"v0004": "reason"}}
     current.json        {"grounding": "v0003"}     the served version per kind (rollback moves it)
     v0001/ card.json    one finished version: model files + its card (kind, base, data digest, ...)
     v0002/ ...
@@ -87,6 +87,8 @@ class Version:
     card: Optional[ModelCard]
     bad: Optional[str] = None
     card_error: Optional[str] = None
+    #: why a trained candidate was stored but not served (it lost on validation); None for a served version
+    not_served: Optional[str] = None
 
     @property
     def number(self) -> int:
@@ -150,7 +152,9 @@ class ModelStore:
         """Finished versions, oldest first (a version with an unreadable card is listed with ``card_error``)."""
         if not self.root.is_dir():
             return []
-        bad = self._meta().get("bad") or {}
+        meta = self._meta()
+        bad = meta.get("bad") or {}
+        held = meta.get("not_served") or {}
         found = []
         for child in self.root.iterdir():
             if not (_VERSION_RE.match(child.name) and child.is_dir()):
@@ -166,7 +170,7 @@ class ModelStore:
                 card.version = child.name
             if kind is not None and card is not None and card.kind != kind:
                 continue
-            found.append(Version(child.name, child, card, bad.get(child.name), error))
+            found.append(Version(child.name, child, card, bad.get(child.name), error, held.get(child.name)))
         return sorted(found, key=lambda v: v.number)
 
     def get(self, name: str) -> Version:
@@ -191,7 +195,7 @@ class ModelStore:
         pointer = self._pointers().get(kind)
         chosen = next((v for v in versions if v.name == pointer), None)
         good = [v for v in versions if v.card is not None and v.bad is None
-                and (chosen is None or v.number <= chosen.number)]
+                and (v.not_served is None or v is chosen) and (chosen is None or v.number <= chosen.number)]
         return sorted(good, key=lambda v: v.number, reverse=True)
 
     def state_token(self) -> tuple:
@@ -235,8 +239,12 @@ class ModelStore:
         path.mkdir(exist_ok=True)
         return path
 
-    def commit(self, staging: str | Path, card: ModelCard) -> Version:
-        """Turn a complete staging directory into the next version (card written, renamed atomically, made current)."""
+    def commit(self, staging: str | Path, card: ModelCard, not_served: Optional[str] = None) -> Version:
+        """Turn a complete staging directory into the next version (card written, renamed atomically, made current).
+
+        With ``not_served`` (the reason) the version is kept but not made current: a candidate that lost on
+        validation. ``rollback`` to it serves it anyway.
+        """
         staging = Path(staging)
         if not staging.is_dir() or staging.parent.resolve() != self.root.resolve():
             raise ModelStoreError(f"{staging} is not a staging directory of {self.root}")
@@ -248,7 +256,12 @@ class ModelStore:
             card.created_at = card.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
             atomic_write_text(staging / CARD_FILE, json.dumps(asdict(card), indent=2))
             os.rename(staging, self.root / name)
-            self._set_pointer(card.kind, name)
+            if not_served is None:
+                self._set_pointer(card.kind, name)
+            else:
+                meta = self._meta()
+                meta.setdefault("not_served", {})[name] = not_served
+                atomic_write_text(self.root / STORE_FILE, json.dumps(meta, indent=2))
         return self.get(name)
 
     def _set_pointer(self, kind: str, name: str) -> None:
@@ -264,6 +277,11 @@ class ModelStore:
                 raise ModelStoreError(f"{version.name} cannot be served: {version.card_error}")
             if version.bad is not None:
                 raise ModelStoreError(f"{version.name} is marked bad ({version.bad}); `unmark` it first")
+            if version.not_served is not None:  # a candidate that lost on validation, served by the user's choice
+                meta = self._meta()
+                (meta.get("not_served") or {}).pop(version.name, None)
+                atomic_write_text(self.root / STORE_FILE, json.dumps(meta, indent=2))
+                version.not_served = None
             self._set_pointer(version.card.kind, version.name)
         return version
 

@@ -135,6 +135,8 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             body["error"] = engine.error
         if runtime.trainer.status.last_error:
             body["training_error"] = runtime.trainer.status.last_error
+        if runtime.trainer.outcome:
+            body["training_outcome"] = runtime.trainer.outcome
         body.update(engine.health())  # the served grounding model, and "fallback" when an older one is served
         return jsonify(body)
 
@@ -236,7 +238,9 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
                     errors.append(str(exc))
                     continue
                 stored += status == "stored"
-        answer: dict[str, Any] = {"status": "training", "stored": stored, "training": runtime.trainer.request("/train")}
+        # Label Studio keeps the answer's "job" (here: the one-line outcome) as its training job
+        answer: dict[str, Any] = {"status": "training", "stored": stored,
+                                  **runtime.trainer.request_and_wait("/train", runtime.settings.train_wait_s)}
         if errors:
             answer["errors"] = errors
         return jsonify(answer), 201

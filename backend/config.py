@@ -137,6 +137,10 @@ class Settings:
     #: task categories that are not a label of the config → the label they get (``PSLG_LABEL_MAP``:
     #: ``airplane=vehicle,ship=vessel`` or a JSON file); without it such a task fails instead of being mislabelled
     label_map: Optional[str] = None
+    #: held-out corrections of a class before a retrain may change its served prior (``annotate.promotion``)
+    adopt_min_samples: int = 5
+    #: seconds a Start Training request waits for the retrain's outcome to answer with it (Label Studio waits 100)
+    train_wait_s: float = 25.0
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -180,6 +184,8 @@ class Settings:
             prior_min_samples=max(1, _int(env, "PSLG_PRIOR_MIN_SAMPLES", 3)),
             quality_min_pairs=max(3, _int(env, "PSLG_QUALITY_MIN_PAIRS", 20)),
             label_map=_label_map(env, "PSLG_LABEL_MAP"),
+            adopt_min_samples=max(1, _int(env, "PSLG_ADOPT_MIN_SAMPLES", 5)),
+            train_wait_s=max(0.0, _float(env, "PSLG_TRAIN_WAIT", 25.0)),
         )
 
     @property

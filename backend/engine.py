@@ -252,7 +252,7 @@ class Engine:
 
         old = self.pipeline
         segmenter = old.segmenter
-        if learned.priors is not None and getattr(segmenter, "uses_category", False):
+        if getattr(segmenter, "uses_category", False) and hasattr(segmenter, "params"):  # priors None: hand-made
             from annotate.segmenters.classical import ClassicalSegmenter
 
             segmenter = ClassicalSegmenter(params=segmenter.params, click_params=segmenter.click_params,

@@ -275,6 +275,6 @@ class Runtime:
                 raise ValueError("TASKS_DELETED needs tasks: [{id}]")
             removed = self.store.delete_tasks([parse_id(t["id"], "task id") for t in tasks])
             return {"status": "deleted", "deleted": removed, "stored": self.store.count()}
-        if event == "START_TRAINING":
-            return {"status": "training", "training": self.trainer.request("START_TRAINING")}
+        if event == "START_TRAINING":  # the answer carries the outcome when the retrain ends within PSLG_TRAIN_WAIT
+            return {"status": "training", **self.trainer.request_and_wait("START_TRAINING", self.settings.train_wait_s)}
         return {"status": "ignored", "event": event}

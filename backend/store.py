@@ -246,6 +246,18 @@ class TrainingStore:
             row = self._conn.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
         return int(row[0]) if row else 0
 
+    def digest(self) -> str:
+        """A fingerprint of the stored annotations (ids and write sequence numbers): it changes when one is stored,
+        updated or deleted, and only then, so a retrain can tell that nothing new arrived since the last one."""
+        import hashlib
+
+        with self._lock:
+            rows = self._conn.execute("SELECT annotation_id, seq FROM annotations ORDER BY annotation_id").fetchall()
+        h = hashlib.sha256()
+        for aid, seq in rows:
+            h.update(f"{aid}:{seq};".encode())
+        return f"{len(rows)}-{h.hexdigest()[:16]}"
+
     def get_meta(self, key: str) -> Optional[str]:
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

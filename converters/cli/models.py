@@ -186,7 +186,7 @@ def versions_command(
     for v in versions:
         card = v.card
         acc = ((card.metrics or {}).get("val") or {}).get("acc@0.5") if card else None
-        status = f"bad: {v.bad}" if v.bad else (v.card_error or "ok")
+        status = f"bad: {v.bad}" if v.bad else (f"not served: {v.not_served}" if v.not_served else (v.card_error or "ok"))
         table.add_row(v.name, card.kind if card else "?", "yes" if v.name in served else "",
                       (card.parent or "") if card else "", str(card.samples if card and card.samples is not None else ""),
                       f"{acc:.3f}" if isinstance(acc, (int, float)) else "", card.created_at if card else "",
@@ -195,6 +195,10 @@ def versions_command(
     if not console.is_terminal:
         console = Console(width=200)
     console.print(table)
+    for v in versions:  # what each retrain did, as its training answer and /health said it
+        outcome = (v.card.metrics or {}).get("outcome") if v.card else None
+        if outcome:
+            console.print(f"{v.name}: {outcome}", markup=False, highlight=False)
 
 
 @models_app.command("rollback")

@@ -73,3 +73,20 @@ def test_train_every_n_and_failed_retrain_keeps_the_model(make_client, scene, ti
     assert runtime.engine.model_version == before
     health = client.get("/health").get_json()
     assert health["training"] == "failed" and "no stored annotation" in health["training_error"]
+
+
+def test_the_quality_estimate_replaces_the_served_score_only_when_it_ranks_the_stored_pairs_better():
+    from annotate.quality import QualityModel, spearman
+    from backend.training import quality_choice
+    from tests.engine.test_quality import _pairs
+
+    feats, ious = _pairs(60, 4)
+    model = QualityModel.fit(feats, ious)
+    assert model.fitted and model.cv_spearman > 0.8
+    noise = [f["segmenter_score"] for f in feats]  # a served score that does not rank (the pairs' segmenter score)
+    adopted, note = quality_choice(model, spearman(noise, ious), len(ious), 20)
+    assert adopted and note.startswith("quality estimate adopted (rho") and "on 60 pairs" in note
+    adopted, note = quality_choice(model, 0.99, len(ious), 20)  # the served score already ranks them
+    assert not adopted and note.startswith("score kept, quality estimate (rho")
+    adopted, note = quality_choice(QualityModel.fit(feats[:12], ious[:12]), 0.0, 12, 20)
+    assert not adopted and note == "score kept (12 < 20 pairs)"

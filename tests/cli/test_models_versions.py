@@ -68,3 +68,17 @@ def test_a_backend_model_dir_points_to_the_store_inside_it(tmp_path: Path) -> No
     assert "using the model store inside it" in res.output and "v0001" in res.output
     rolled = runner.invoke(app, ["models", "rollback", str(tmp_path / "backend-data"), "v0001"])
     assert rolled.exit_code == 0 and store.current("grounding").name == "v0001"
+
+
+def test_versions_shows_each_retrains_outcome_and_why_a_candidate_was_not_served(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "learned")
+    served = "served v0001: +0.031 mIoU on 42 held-out corrections; airplane prior adopted, bridge kept"
+    lost = "not served (v0002 stored): 48 held-out corrections; airplane kept, bridge kept"
+    store.commit(store.staging("a"), ModelCard(kind="shape-priors", base="classical-defaults", metrics={"outcome": served}))
+    store.commit(store.staging("b"), ModelCard(kind="shape-priors", base="classical-defaults", metrics={"outcome": lost}),
+                 not_served="no class's learned prior beat what is served")
+    res = runner.invoke(app, ["models", "versions", str(store.root)])
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if "shape-priors" in line]
+    assert "yes" in rows[0] and "yes" not in rows[1] and "not served: no class" in rows[1]
+    assert f"v0001: {served}" in res.output and f"v0002: {lost}" in res.output

@@ -2,8 +2,9 @@
 
 1. Retrieve Predictions pre-labels every task; the backend keeps each pre-label and sets the project's model
    version to the one it serves, so the Data Manager's score column shows them;
-2. annotators correct three tasks (with shapes the hand-made prior does not make: crosses); Start Training fits
-   per-category shape priors and the quality estimate from them and commits a new version to the model store;
+2. annotators correct four tasks (with shapes the hand-made prior does not make: crosses); Start Training fits
+   a candidate (shape priors + quality estimate), validates it on held-out corrections, commits it to the model
+   store and serves it; the one-line outcome is the answer's training job, which Label Studio stores;
 3. Retrieve Predictions again: new model_version (also on the project), changed masks and scores;
 4. `pslg select --project` puts the next batch (the unannotated tasks) in a Data Manager tab.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -52,15 +54,23 @@ def _mask(prediction: dict) -> np.ndarray:
     return brush_rle_decode(brush["value"]["rle"], brush["original_height"], brush["original_width"])
 
 
+def _training_jobs(ls, ml_id: int) -> list[str]:
+    """The training jobs Label Studio stored for an ML backend (its database: the REST API does not list them)."""
+    [db] = list(ls.base_dir.rglob("label_studio.sqlite3"))
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        rows = conn.execute("SELECT job_id FROM ml_mlbackendtrainjob WHERE ml_backend_id=? ORDER BY id", (ml_id,))
+        return [r[0] for r in rows.fetchall()]
+
+
 def test_corrections_teach_the_weights_free_stage2_and_select_builds_a_tab(labelstudio_server, tmp_path_factory):
     ls = labelstudio_server
     kind = "legacy"
-    scene = make_scene(seed=21, height=224, width=256, n_objects=5)
+    scene = make_scene(seed=21, height=224, width=256, n_objects=6, kinds=("building",))
     work = tmp_path_factory.mktemp("e2e-learning")
     (work / "backend").mkdir()
     backend = start_backend(work / "backend", {
         "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.legacy_token,
-        "PSLG_PRIOR_MIN_SAMPLES": "1", "PSLG_QUALITY_MIN_PAIRS": "3", "PSLG_WORKERS": "1"})
+        "PSLG_ADOPT_MIN_SAMPLES": "3", "PSLG_QUALITY_MIN_PAIRS": "3", "PSLG_WORKERS": "1"})
     health = lambda: requests.get(f"{backend.url}/health", timeout=5).json()  # noqa: E731
     try:
         before = health()["model_version"]
@@ -73,8 +83,8 @@ def test_corrections_teach_the_weights_free_stage2_and_select_builds_a_tab(label
         assert wait_for(lambda: ls.api("GET", f"/api/projects/{project_id}", kind=kind).json()["model_version"] == before,
                         60, "the project's model version to be the served one", backend)
 
-        # 2. three corrections, then Start Training
-        corrected = tasks[:3]
+        # 2. four corrections, then Start Training
+        corrected = tasks[:4]
         for task, obj in zip(corrected, scene.objects):
             h, w = obj.mask.shape
             region = {"id": f"m{task['id']}", "type": "brushlabels", "from_name": "tag", "to_name": "image",
@@ -83,13 +93,23 @@ def test_corrections_teach_the_weights_free_stage2_and_select_builds_a_tab(label
                                 "brushlabels": [obj.category]}}
             ls.api("POST", f"/api/tasks/{task['id']}/annotations", kind=kind, json={"result": [region]})
         wait_for(lambda: health()["stored_annotations"] >= len(corrected), 60, "the annotations to reach /webhook", backend)
-        ls.api("POST", f"/api/ml/{ml_id}/train", kind=kind, json={})
+        assert ls.api("POST", f"/api/ml/{ml_id}/train", kind=kind, json={}).status_code == 200
         trained = wait_for(lambda: (lambda h: h if h["model_version"] != before and h["training"] != "running"
                                     else None)(health()), 300, "the learned stage 2 to be served", backend)
         assert trained["training"] == "succeeded", trained
         [version] = ModelStore(backend.model_dir / "grounders").versions("shape-priors")
         assert version.card.label in trained["model_version"] and version.card.samples == len(corrected)
-        assert version.card.metrics["quality_pairs"] == len(corrected) and version.card.metrics["quality_fitted"]
+        assert version.card.metrics["quality_pairs"] == len(corrected)
+        # the outcome, visible: Label Studio keeps the Start Training answer's job, which is the one-line outcome
+        outcome = trained["training_outcome"]
+        assert outcome.startswith("served v0001: +") and "on 4 held-out corrections" in outcome
+        assert "building prior adopted" in outcome and version.card.metrics["outcome"] == outcome
+        assert _training_jobs(ls, ml_id) == [outcome[:128] if len(outcome) <= 128 else outcome[:127] + "…"]
+        # Start Training again with nothing new: Label Studio stores the answer saying so; nothing is committed
+        assert ls.api("POST", f"/api/ml/{ml_id}/train", kind=kind, json={}).status_code == 200
+        jobs = _training_jobs(ls, ml_id)
+        assert len(jobs) == 2 and jobs[1].startswith("nothing new: no annotation was stored, changed or deleted")
+        assert len(ModelStore(backend.model_dir / "grounders").versions("shape-priors")) == 1
 
         # 3. Retrieve Predictions again: the new version, with changed masks and scores, on the project too
         after = trained["model_version"]
@@ -114,7 +134,7 @@ def test_corrections_teach_the_weights_free_stage2_and_select_builds_a_tab(label
         assert proc.returncode == 0, proc.stderr
         assert ls.legacy_token not in proc.stdout + proc.stderr
         batch = json.loads(out.read_text())
-        remaining = {t["id"] for t in tasks[3:]}
+        remaining = {t["id"] for t in tasks[4:]}
         assert set(batch["task_ids"]) == remaining and [t["rank"] for t in batch["tasks"]] == [1, 2]
         assert all(t["strategy"] == "uncertainty+diversity" for t in batch["tasks"])
         views = ls.api("GET", f"/api/dm/views?project={project_id}", kind=kind).json()

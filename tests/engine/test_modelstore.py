@@ -139,3 +139,16 @@ def test_a_model_directory_is_not_a_store(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert not is_store(empty)
+
+
+def test_a_candidate_committed_as_not_served_is_kept_but_not_served_until_rolled_back_to(tmp_path):
+    from annotate.modelstore import ModelCard, ModelStore
+
+    store = ModelStore(tmp_path / "s")
+    first = store.commit(store.staging("a"), ModelCard(kind="shape-priors", base="b"))
+    lost = store.commit(store.staging("b"), ModelCard(kind="shape-priors", base="b"), not_served="lost on held-out pairs")
+    assert lost.name == "v0002" and lost.not_served == "lost on held-out pairs"
+    assert store.current("shape-priors").name == first.name
+    assert [v.name for v in store.candidates("shape-priors")] == ["v0001"]
+    store.rollback("v0002")  # the user's choice serves it anyway
+    assert store.current("shape-priors").name == "v0002" and store.get("v0002").not_served is None

@@ -46,6 +46,18 @@ def test_unfitted_model_falls_back_to_todays_score():
     assert model.score(result) == pytest.approx(0.4) == fallback_score(result)
 
 
+def test_the_score_before_fitting_orders_pre_labels_the_segmenter_scores_alike():
+    """Collapsed classical segmentations all get the segmenter's fallback confidence (0.1); the score still orders
+    them by how the mask sits in its box and how much MBO changed it, instead of tying them."""
+    def result(agreement: float, mbo_change: float) -> PromptResult:
+        return PromptResult(mask=np.ones((4, 4), bool), score=0.1, box=(0, 0, 4, 4),
+                            features={"segmenter_score": 0.1, "box_agreement": agreement, "mbo_change": mbo_change})
+
+    scores = [fallback_score(result(a, m)) for a, m in ((0.9, 0.05), (0.9, 0.3), (0.6, 0.05), (0.3, 0.0))]
+    assert len(set(scores)) == 4 and scores[0] == max(scores) and scores[3] == min(scores)
+    assert scores[0] == pytest.approx(0.1 * 0.9 * 0.95)
+
+
 def test_save_load_roundtrip(tmp_path):
     feats, ious = _pairs(40, 2)
     model = QualityModel.fit(feats, ious)
