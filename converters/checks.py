@@ -107,6 +107,24 @@ def check_rle(rle: dict) -> None:
         raise ValueError(f"RLE counts cover {total} pixels, the mask has {h}x{w} = {h * w}")
 
 
+def polygon_overshoot(segm: Any, width: int, height: int) -> float:
+    """How far (px) the farthest polygon point of ``segm`` lies outside the ``width``×``height`` image (0 inside
+    or for RLE); rings that are not lists of numbers count 0 here (decoding reports them)."""
+    rings = segm if isinstance(segm, list) and segm and isinstance(segm[0], (list, tuple)) else (
+        [segm] if isinstance(segm, list) and segm and isinstance(segm[0], (int, float)) else [])
+    worst = 0.0
+    for ring in rings:
+        try:
+            arr = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if arr.size == 0 or not np.isfinite(arr).all():
+            continue
+        beyond = np.maximum(np.maximum(-arr, arr - np.array([width, height], dtype=np.float64)), 0.0)
+        worst = max(worst, float(beyond.max()))
+    return worst
+
+
 def _category_id(ann: dict) -> Any:
     return ann.get("category_id", ann.get("categories_id"))
 
@@ -172,6 +190,12 @@ def validate(ds: Dataset, *, check_images: bool = True) -> Report:
         except (SegmentationError, TypeError, ValueError, UnicodeEncodeError) as exc:
             rep.error(where, f"mask does not decode: {exc}")
             continue
+        overshoot = polygon_overshoot(ann.get("segmentation"), w, h)
+        if overshoot > max(w, h):  # a corrupt coordinate: the mask is the polygon clipped to the image
+            rep.error(where, f"a polygon point lies {overshoot:.3g} px outside the {w}x{h} image")
+        elif overshoot > 1:
+            rep.warnings.append(f"{where}: a polygon point lies {overshoot:.3g} px outside the {w}x{h} image "
+                                "(the mask is cut at the border)")
         if area == 0:
             rep.error(where, "empty mask")
         box = ann.get("bbox")
