@@ -8,7 +8,6 @@ ids, an image in two splits. Every finding names the record; the whole dataset i
 from __future__ import annotations
 
 import json
-import pickle
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from converters.labelstudio import ImageResolveError, image_size
 from converters.model import Report
-from converters.rrsis import find_rrsis_files, tokenize
+from converters.rrsis import find_rrsis_files, load_refs, tokenize
 from annotate.masks import SegmentationError, to_rle_list
 
 #: Mask area bins (pixels) for the histogram: COCO's small / medium / large split, refined.
@@ -46,8 +45,7 @@ def open_dataset(path: Path, image_dir: Optional[Path] = None) -> Dataset:
         except FileNotFoundError:
             refs_path = None
         if refs_path is not None:
-            with open(refs_path, "rb") as fh:
-                refs = pickle.load(fh)
+            refs = load_refs(refs_path)
             with open(inst_path, encoding="utf-8") as fh:
                 inst = json.load(fh)
             return Dataset("rrsis", inst_path, Path(image_dir) if image_dir else found_dir, refs_path, inst, refs)
