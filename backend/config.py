@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from annotate.image_io import DEFAULT_MAX_PIXELS
+from annotate.image_io import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
 from annotate.polygons import DEFAULT_POLYGON_TOLERANCE, Tolerance
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -93,6 +93,8 @@ class Settings:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     image_timeout_s: float = DEFAULT_IMAGE_TIMEOUT_S
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: bytes the image decodes of the process may hold at once (shared by concurrent requests)
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
     local_files_root: Optional[str] = None
     predict_wait_s: float = 60.0
     train_epochs: Optional[int] = None
@@ -137,6 +139,7 @@ class Settings:
             max_image_bytes=_int(env, "PSLG_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
             image_timeout_s=_float(env, "PSLG_IMAGE_TIMEOUT", DEFAULT_IMAGE_TIMEOUT_S),
             max_pixels=_int(env, "PSLG_MAX_PIXELS", DEFAULT_MAX_PIXELS),
+            max_decode_bytes=_int(env, "PSLG_MAX_DECODE_BYTES", DEFAULT_MAX_DECODE_BYTES),
             local_files_root=_str(env, "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"),
             predict_wait_s=_float(env, "PSLG_PREDICT_WAIT", 60.0),
             train_epochs=int(epochs) if epochs else None,

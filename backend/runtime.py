@@ -76,8 +76,14 @@ class Runtime:
         from backend.store import TrainingStore
         from backend.training import Trainer
 
+        from annotate.image_io import DEFAULT_BUDGET, DecodeBudget
+
         self.settings = settings
         return_large_frees_to_the_os()
+        #: the bytes image decodes may hold at once (PSLG_MAX_DECODE_BYTES); the engine-wide default budget when
+        #: the setting is the default, so training's decodes share it
+        self.decode_budget = (DEFAULT_BUDGET if settings.max_decode_bytes == DEFAULT_BUDGET.max_bytes
+                              else DecodeBudget(settings.max_decode_bytes))
         self.engine = engine or Engine(settings).start()
         #: decoded task images by (project, URL), bounded by PSLG_IMAGE_CACHE_BYTES and PSLG_IMAGE_CACHE_ITEMS
         self.images = LRUCache(size=settings.image_cache_items, max_bytes=settings.image_cache_bytes)
@@ -160,7 +166,7 @@ class Runtime:
         if cached is not None:
             return cached
         raw = self.fetcher(project).fetch(url)
-        loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels)
+        loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels, budget=self.decode_budget)
         del raw
         self.images.put(key, loaded)
         return loaded
