@@ -16,7 +16,7 @@ from typing import Any, Optional
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from backend.config import Settings
+from backend.config import WEBHOOK_SECRET_HEADER, Settings
 from backend.engine import FAILED, EngineNotReady
 from converters.labelstudio.schema import LabelConfigError
 from backend.model import PSLGModel, predict_envelopes
@@ -45,6 +45,17 @@ def _check_basic_auth(settings: Settings) -> Optional[Response]:
         return None
     return Response('{"error": "authentication required"}', 401, {"WWW-Authenticate": 'Basic realm="pslg"',
                                                                    "Content-Type": "application/json"})
+
+
+def webhook_secret_ok(settings: Settings) -> bool:
+    """Whether the request carries PSLG_WEBHOOK_SECRET, in the ``X-PSLG-Webhook-Secret`` header or the ``secret``
+    query parameter, compared as UTF-8 bytes in constant time."""
+    expected = (settings.webhook_secret or "").encode("utf-8")
+    header = request.headers.get(WEBHOOK_SECRET_HEADER)  # WSGI hands header bytes over as latin-1 text
+    query = request.args.get("secret")  # percent-decoded as UTF-8
+    candidates = [header.encode("latin-1", "replace") if header is not None else None,
+                  query.encode("utf-8", "replace") if query is not None else None]
+    return bool(expected) and any(c is not None and hmac.compare_digest(c, expected) for c in candidates)
 
 
 def _error(status: int, message: str) -> tuple[Response, int]:
@@ -109,10 +120,32 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             models.put(key, model)
         return model
 
-    if settings.basic_auth_enabled:
-        @app.before_request
-        def _auth() -> Optional[Response]:
-            return _check_basic_auth(settings)
+    for warning in settings.startup_warnings():
+        log.warning(warning)
+    refused_webhooks = [0]
+
+    @app.before_request
+    def _auth() -> Optional[Response]:
+        if request.path == "/webhook" and settings.webhook_secret:
+            # Label Studio's webhooks carry custom headers but not the ML backend's Basic auth: the secret suffices
+            if webhook_secret_ok(settings) or (settings.basic_auth_enabled and basic_auth_ok(
+                    request.headers.get("Authorization", ""), settings.basic_auth_user or "", settings.basic_auth_pass or "")):
+                return None
+            refused = _check_basic_auth(settings) if settings.basic_auth_enabled else Response(
+                '{"error": "webhook secret required (PSLG_WEBHOOK_SECRET)"}', 401, {"Content-Type": "application/json"})
+        elif settings.basic_auth_enabled:
+            refused = _check_basic_auth(settings)
+            if refused is None:
+                return None
+        else:
+            return None
+        if request.path == "/webhook":
+            refused_webhooks[0] += 1
+            if refused_webhooks[0] == 1:
+                log.warning("a /webhook was refused (401): corrections are not stored; %s",
+                            "check the secret the project's webhook sends" if settings.webhook_secret else
+                            "set PSLG_WEBHOOK_SECRET and send it from the project's webhook (docs/serve-backend.md)")
+        return refused
 
     @app.before_request
     def _cap_unsized_bodies() -> None:
@@ -135,6 +168,8 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             body["error"] = engine.error
         if runtime.trainer.status.last_error:
             body["training_error"] = runtime.trainer.status.last_error
+        if refused_webhooks[0]:  # learning is off while Label Studio's webhooks are refused: say so
+            body["webhooks_refused"] = refused_webhooks[0]
         body.update(engine.health())  # the served grounding model, and "fallback" when an older one is served
         return jsonify(body)
 

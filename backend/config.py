@@ -27,6 +27,8 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_PROJECTS = 64
 #: largest labeling config accepted (real ones are a few KB)
 DEFAULT_MAX_LABEL_CONFIG_BYTES = 1024 * 1024
+#: the header carrying PSLG_WEBHOOK_SECRET (Label Studio webhooks send custom headers)
+WEBHOOK_SECRET_HEADER = "X-PSLG-Webhook-Secret"
 
 
 def _str(env: Mapping[str, str], name: str) -> Optional[str]:
@@ -84,6 +86,9 @@ class Settings:
     label_studio_api_key: Optional[str] = field(default=None, repr=False)
     basic_auth_user: Optional[str] = None
     basic_auth_pass: Optional[str] = field(default=None, repr=False)
+    #: shared secret Label Studio's webhook sends (header X-PSLG-Webhook-Secret, or ?secret= in its URL); when
+    #: set, /webhook requires it or Basic auth
+    webhook_secret: Optional[str] = field(default=None, repr=False)
     model_dir: Path = Path("pslg-backend-data")
     sam_checkpoint: Optional[str] = None
     sam_model_type: str = "vit_b"
@@ -130,6 +135,7 @@ class Settings:
             label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY") or _str(env, "LABEL_STUDIO_ACCESS_TOKEN"),
             basic_auth_user=_str(env, "BASIC_AUTH_USER"),
             basic_auth_pass=_str(env, "BASIC_AUTH_PASS"),
+            webhook_secret=_str(env, "PSLG_WEBHOOK_SECRET"),
             model_dir=Path(_str(env, "MODEL_DIR") or "pslg-backend-data"),
             sam_checkpoint=_str(env, "PSLG_SAM_CHECKPOINT"),
             sam_model_type=_str(env, "PSLG_SAM_MODEL_TYPE") or "vit_b",
@@ -164,3 +170,15 @@ class Settings:
     @property
     def basic_auth_enabled(self) -> bool:
         return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    def startup_warnings(self) -> list[str]:
+        """What a user should be told when the backend starts with these settings."""
+        out = []
+        if self.basic_auth_enabled and not self.webhook_secret:
+            out.append(
+                "BASIC_AUTH_USER/BASIC_AUTH_PASS are set but PSLG_WEBHOOK_SECRET is not: Label Studio (1.23) sends "
+                "the webhook it creates for the backend without Basic auth, so every /webhook is refused (401) and no "
+                "correction is learned from. Set PSLG_WEBHOOK_SECRET and add the header "
+                f"{WEBHOOK_SECRET_HEADER}: <secret> to the project's webhook (Settings → Webhooks), see "
+                "docs/serve-backend.md")
+        return out

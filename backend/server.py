@@ -8,6 +8,9 @@ from typing import Optional
 
 from backend.config import Settings
 
+#: gunicorn's default access line with the request path instead of the request line (which holds the query)
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
 
 def serve(host: str = "0.0.0.0", port: int = 9090, threads: int = 8, dev: bool = False,
           settings: Optional[Settings] = None, timeout: int = 300) -> None:
@@ -26,6 +29,8 @@ def serve(host: str = "0.0.0.0", port: int = 9090, threads: int = 8, dev: bool =
             # one worker: models are per process (see backend/_wsgi.py); threads share them
             for key, value in {"bind": f"{host}:{port}", "workers": 1, "threads": threads, "worker_class": "gthread",
                                "timeout": timeout, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
+                               # the path without its query string: a webhook's ?secret= never reaches the log
+                               "access_log_format": ACCESS_LOG_FORMAT,
                                "loglevel": os.environ.get("LOG_LEVEL", "info").lower()}.items():
                 self.cfg.set(key, value)
 
