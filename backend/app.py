@@ -14,12 +14,12 @@ import time
 from typing import Any, Optional
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from backend.config import WEBHOOK_SECRET_HEADER, Settings
 from backend.engine import FAILED, EngineNotReady
 from converters.labelstudio.schema import LabelConfigError
-from backend.model import PSLGModel, predict_envelopes
+from backend.model import PSLGModel, failure_summary, predict_envelopes
 from backend.runtime import Runtime, SetupRefused
 
 log = logging.getLogger("pslg.backend.app")
@@ -60,6 +60,21 @@ def webhook_secret_ok(settings: Settings) -> bool:
 
 def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
+
+
+class TooDeep(BadRequest):
+    """A JSON body nested deeper than the parser's recursion limit (about 1000 levels)."""
+
+    description = "the request body is JSON nested too deeply to parse"
+
+
+def json_body() -> Any:
+    """The request's JSON (None when it is not JSON); ``TooDeep`` (400) when it nests beyond the parser's limit
+    (``json`` raises RecursionError, which Flask's ``silent`` does not catch: it was a 500)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        raise TooDeep() from None
 
 
 def task_problem(task: Any) -> Optional[str]:
@@ -175,7 +190,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/setup", methods=["POST"])
     def setup():
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict):
             return _error(400, "the /setup body must be a JSON object")
         project = _project_key(data.get("project"))
@@ -199,12 +214,15 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/predict", methods=["POST"])
     def predict():
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict):
             return _error(400, "the request body must be a JSON object with 'tasks'")
         tasks = data.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             return _error(400, "'tasks' must be a non-empty list of Label Studio tasks")
+        if len(tasks) > settings.max_tasks_per_request:
+            return _error(413, f"{len(tasks)} tasks in one request, above the limit of {settings.max_tasks_per_request} "
+                               "(PSLG_MAX_TASKS_PER_REQUEST); send them in smaller batches")
         params = data.get("params")
         if params is not None and not isinstance(params, dict):
             return _error(400, f"'params' must be a JSON object, not {type(params).__name__}")
@@ -222,13 +240,16 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         version = runtime.engine.model_version
         results: list[Optional[dict]] = [None] * len(tasks)
         valid: list[int] = []
+        malformed: dict[str, list[Any]] = {}
         for i, task in enumerate(tasks):
             problem = task_problem(task)
             if problem is None:
                 valid.append(i)
                 continue
-            log.warning("task #%d of the request: %s; empty prediction", i, problem)
+            malformed.setdefault(problem, []).append(f"#{i}")
             results[i] = failed_prediction(version, problem)
+        if malformed:  # one line for the request, however many tasks are malformed
+            log.warning("%s", failure_summary(malformed, len(tasks)))
         if valid:
             try:
                 predicted = predict_envelopes(model, [tasks[i] for i in valid], context)
@@ -242,7 +263,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/webhook", methods=["POST"])
     def webhook():
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict) or "action" not in data:
             return _error(400, "a webhook payload must be a JSON object with 'action'")
         try:
@@ -254,7 +275,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     @app.route("/train", methods=["POST"])
     def train():
         """Label Studio's older training call (without the START_TRAINING webhook flag): tasks with annotations."""
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
             return _error(400, "a /train body must be a JSON object with 'annotations' (tasks with their annotations)")
         project = _project_key(data.get("project")) or None
@@ -278,7 +299,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/validate", methods=["POST"])
     def validate():
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict):
             return _error(400, "the /validate body must be a JSON object with 'config'")
         try:
@@ -296,6 +317,10 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
         return _error(413, f"the request body is over {settings.max_request_bytes} bytes (PSLG_MAX_REQUEST_BYTES)")
+
+    @app.errorhandler(TooDeep)
+    def too_deep(exc):
+        return _error(400, TooDeep.description)
 
     @app.errorhandler(500)
     def internal(exc):  # never leak a traceback (or a token) to the caller

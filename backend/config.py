@@ -23,6 +23,8 @@ DEFAULT_IMAGE_CACHE_BYTES = 1024 * 1024 * 1024
 DEFAULT_IMAGE_CACHE_ITEMS = 16
 #: largest request body (``/predict``, ``/webhook``, ``/train``): Flask answers 413 above it
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: most tasks one /predict may carry (Label Studio sends one to a few dozen; pslg prelabel --batch-size)
+DEFAULT_MAX_TASKS_PER_REQUEST = 1000
 #: projects (and labeling configs) whose model, config and /setup credentials are kept, least recently used out
 DEFAULT_MAX_PROJECTS = 64
 #: largest labeling config accepted (real ones are a few KB)
@@ -117,6 +119,7 @@ class Settings:
     image_cache_items: int = DEFAULT_IMAGE_CACHE_ITEMS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_projects: int = DEFAULT_MAX_PROJECTS
+    max_tasks_per_request: int = DEFAULT_MAX_TASKS_PER_REQUEST
     max_label_config_bytes: int = DEFAULT_MAX_LABEL_CONFIG_BYTES
     #: simplification of polygon predictions (PolygonLabels configs): px, or "p%" of each piece's diagonal
     polygon_tolerance: Tolerance = field(default_factory=lambda: Tolerance.parse(DEFAULT_POLYGON_TOLERANCE))
@@ -161,6 +164,7 @@ class Settings:
             image_cache_items=_int(env, "PSLG_IMAGE_CACHE_ITEMS", DEFAULT_IMAGE_CACHE_ITEMS),
             max_request_bytes=_int(env, "PSLG_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
             max_projects=_int(env, "PSLG_MAX_PROJECTS", DEFAULT_MAX_PROJECTS),
+            max_tasks_per_request=max(1, _int(env, "PSLG_MAX_TASKS_PER_REQUEST", DEFAULT_MAX_TASKS_PER_REQUEST)),
             max_label_config_bytes=_int(env, "PSLG_MAX_LABEL_CONFIG_BYTES", DEFAULT_MAX_LABEL_CONFIG_BYTES),
             polygon_tolerance=_tolerance(env, "PSLG_POLYGON_TOLERANCE"),
             prior_min_samples=max(1, _int(env, "PSLG_PRIOR_MIN_SAMPLES", 3)),

@@ -1,6 +1,6 @@
 """Run a reproduction in a child Python: a segfault or an out-of-memory kill there fails the test, not the session.
 
-The child prints one JSON line as its last line; its peak resident set (``ru_maxrss``) is added under
+The child prints one JSON line as its last line; its peak resident set (``VmHWM``) is added under
 ``"peak_rss"`` (bytes), so a test can bound what an input costs in memory.
 """
 
@@ -16,9 +16,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so a child of a large pytest would report its
+# parent's high-water mark; VmHWM belongs to the child's own address space
 _EPILOGUE = """
-import json as _json, resource as _resource
-_result["peak_rss"] = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss * 1024
+import json as _json, re as _re
+_status = open("/proc/self/status").read()
+_result["peak_rss"] = int(_re.search(r"VmHWM:\\s+(\\d+) kB", _status).group(1)) * 1024
 print(_json.dumps(_result))
 """
 
