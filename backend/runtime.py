@@ -102,24 +102,28 @@ class Runtime:
     def remember_setup(self, project: Optional[str], hostname: Optional[str], access_token: Optional[str],
                        authenticated: bool = False) -> None:
         """Keep the Label Studio host/token that ``/setup`` sends for this project (used when the environment does
-        not name them). The first host a project is set up with stays unless the caller is authenticated
-        (BASIC_AUTH_*): an anonymous ``/setup`` must not re-point another project's image source. At most
+        not name them). Without ``LABEL_STUDIO_URL`` only an authenticated (BASIC_AUTH_*) ``/setup`` may name a
+        host (an anonymous one is answered but its host and token are not kept): the first anonymous caller would
+        otherwise claim the project. With ``LABEL_STUDIO_URL`` set the host is the environment's anyway and
+        ``/setup`` can only bring the token for it. At most
         ``PSLG_MAX_PROJECTS`` projects are kept; beyond that an anonymous ``/setup`` of a new project is refused
-        rather than forgetting (and so unpinning) another. Raises ``SetupRefused`` in both cases."""
+        rather than forgetting another. Raises ``SetupRefused``."""
         s = self.settings
         if (s.label_studio_url and s.label_studio_api_key) or not access_token or not isinstance(access_token, str):
             return
         if not isinstance(hostname, str) or not hostname.strip():
             return
+        if not s.label_studio_url and not authenticated:
+            # the first caller would win: anyone reaching the port could claim a project id before Label Studio
+            # does and point its images at a host of their choosing. The setup itself (the labeling config) stands.
+            log.warning("/setup of project %s: its Label Studio host and token are not used, the request is not "
+                        "authenticated; set LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY) or enable BASIC_AUTH_* so "
+                        "images on Label Studio can be fetched", project or "(none)")
+            return
         host = hostname.strip().rstrip("/")
         key = str(project or "")
         with self._lock:
             known = self._setup_creds.get(key)
-            if known is not None and known[0] != host and not s.label_studio_url and not authenticated:
-                raise SetupRefused(
-                    f"project {key or '(none)'} already takes its images from {known[0]}; an unauthenticated /setup "
-                    "cannot move it to another host (restart the backend, set LABEL_STUDIO_URL, or enable BASIC_AUTH_*)"
-                )
             if known is None and len(self._setup_creds) >= s.max_projects:
                 if not authenticated:
                     raise SetupRefused(
