@@ -129,19 +129,19 @@ def test_the_backend_budget_fails_the_task_not_the_batch(tmp_path: Path, make_ap
 def test_retraining_keeps_only_each_mask_crop(tmp_path: Path):
     """24 corrections of small objects on 2000² images: the trainer held all 24 full masks (96 MB of bool)."""
     from backend.config import Settings
-    from converters.labelstudio import brush_region
-    from tests.security.conftest import CONFIG
     from tests.support.backend import runtime_clients
 
     image = tmp_path / "scene.png"
     Image.fromarray(np.full((2000, 2000, 3), 90, np.uint8)).save(image)
     with runtime_clients() as make:  # an engine of its own: the learned version it adopts stays in this test
         client = make(Settings(model_dir=tmp_path / "model", local_image_root=str(tmp_path), prior_min_samples=1))
-        _learn_from_24_corrections(client, image, CONFIG, brush_region)
+        _learn_from_24_corrections(client, image)
 
 
-def _learn_from_24_corrections(client, image: Path, config: str, brush_region) -> None:
-    CONFIG = config
+def _learn_from_24_corrections(client, image: Path) -> None:
+    from converters.labelstudio import brush_region
+    from tests.security.conftest import CONFIG
+
     runtime = client.application.config["PSLG_RUNTIME"]
     runtime.remember_label_config(4, CONFIG)
     for i in range(24):
@@ -149,7 +149,8 @@ def _learn_from_24_corrections(client, image: Path, config: str, brush_region) -
         mask[100 + 60 * i: 140 + 60 * i, 300:360] = True
         task = {"id": 100 + i, "data": {"image": str(image), "expression": "the car"}}
         runtime.store.upsert("ANNOTATION_CREATED", 4, task,
-                             {"id": 500 + i, "task": 100 + i, "result": [brush_region(mask, "vehicle", from_name="mask", region_id=f"r{i}")]})
+                             {"id": 500 + i, "task": 100 + i,
+                              "result": [brush_region(mask, "vehicle", from_name="mask", region_id=f"r{i}")]})
     tracemalloc.start()
     try:
         version, learned, skipped = runtime.trainer.learn_stage2()
