@@ -120,6 +120,11 @@ class Settings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_projects: int = DEFAULT_MAX_PROJECTS
     max_tasks_per_request: int = DEFAULT_MAX_TASKS_PER_REQUEST
+    #: the front (backend.front): seconds for a request head, for its body, for writing the answer; open connections
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    send_timeout_s: float = 60.0
+    max_connections: int = 1024
     max_label_config_bytes: int = DEFAULT_MAX_LABEL_CONFIG_BYTES
     #: simplification of polygon predictions (PolygonLabels configs): px, or "p%" of each piece's diagonal
     polygon_tolerance: Tolerance = field(default_factory=lambda: Tolerance.parse(DEFAULT_POLYGON_TOLERANCE))
@@ -165,6 +170,10 @@ class Settings:
             max_request_bytes=_int(env, "PSLG_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
             max_projects=_int(env, "PSLG_MAX_PROJECTS", DEFAULT_MAX_PROJECTS),
             max_tasks_per_request=max(1, _int(env, "PSLG_MAX_TASKS_PER_REQUEST", DEFAULT_MAX_TASKS_PER_REQUEST)),
+            header_timeout_s=_float(env, "PSLG_HEADER_TIMEOUT", 10.0),
+            body_timeout_s=_float(env, "PSLG_BODY_TIMEOUT", 60.0),
+            send_timeout_s=_float(env, "PSLG_SEND_TIMEOUT", 60.0),
+            max_connections=max(1, _int(env, "PSLG_MAX_CONNECTIONS", 1024)),
             max_label_config_bytes=_int(env, "PSLG_MAX_LABEL_CONFIG_BYTES", DEFAULT_MAX_LABEL_CONFIG_BYTES),
             polygon_tolerance=_tolerance(env, "PSLG_POLYGON_TOLERANCE"),
             prior_min_samples=max(1, _int(env, "PSLG_PRIOR_MIN_SAMPLES", 3)),
