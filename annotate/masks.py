@@ -141,10 +141,19 @@ def _compressed_rle(segm: dict[str, Any], height: int, width: int) -> dict[str, 
     if "counts" not in segm:
         raise SegmentationError("RLE segmentation has no 'counts'")
     size = segm.get("size") or [height, width]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in size)):
+        raise SegmentationError(f"RLE size must be [height, width] integers, got {str(size)[:60]}")
     if [int(size[0]), int(size[1])] != [height, width]:
         raise SegmentationError(f"RLE size {list(size)} differs from the image size {[height, width]}")
     counts = segm["counts"]
     if isinstance(counts, list):  # uncompressed RLE (column-major run lengths, starting with zeros)
+        bad = next((i for i, c in enumerate(counts)
+                    if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= height * width), None)
+        if bad is not None:  # negative, huge (pycocotools overflows) or not an integer at all
+            shown = repr(counts[bad]) if len(repr(counts[bad])) <= 40 else repr(counts[bad])[:40] + "..."
+            raise SegmentationError(f"uncompressed COCO RLE counts must be integers from 0 to {height}×{width}, got "
+                                    f"{shown}")
         total = sum(int(c) for c in counts)
         if total != height * width:
             raise SegmentationError(f"uncompressed COCO RLE counts sum to {total}, expected {height}×{width} = "
