@@ -40,6 +40,13 @@ _VERSION_RE = re.compile(r"^v(\d{4,})$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` with control characters (terminal escapes, carriage returns, C1 codes) written as ``\\xNN``
+    escapes, cut to ``limit`` characters: a reason typed or stored once must not drive a terminal later."""
+    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 class ModelStoreError(ValueError):
     """A store operation cannot be done (unknown version, not a store, unreadable card); the message says why."""
 
@@ -290,7 +297,10 @@ class ModelStore:
         return version
 
     def mark_bad(self, name: str, reason: str = "marked bad") -> Version:
-        """Never serve ``name`` again (the next good version down is served instead); the files stay."""
+        """Never serve ``name`` again (the next good version down is served instead); the files stay.
+
+        The reason is kept printable (:func:`printable`): it is shown in terminals and on /health."""
+        reason = printable(reason) or "marked bad"
         with self._locked():
             self._init()
             version = self.get(name)

@@ -56,3 +56,16 @@ def test_errors_are_one_line_and_name_what_exists(store: ModelStore, tmp_path: P
     plain.mkdir()
     res = runner.invoke(app, ["models", "versions", str(plain)])
     assert res.exit_code == 1 and "not a model store" in res.output
+
+
+def test_a_reason_with_terminal_escapes_is_printed_inert(store: ModelStore) -> None:
+    """Issue 17 item 6: ``mark-bad --reason`` echoed (and stored) raw escape sequences, which drive a terminal."""
+    reason = "worse\x1b[2J\x1b]0;owned\x07 on val\r\x9b31m"
+    res = runner.invoke(app, ["models", "mark-bad", str(store.root), "3", "--reason", reason])
+    assert res.exit_code == 0, res.output
+    assert not any(c in res.output for c in "\x1b\x07\r\x9b") and "\\x1b[2J" in res.output
+    stored = json.loads((store.root / "store.json").read_text())["bad"]["v0003"]
+    assert not any(c in stored for c in "\x1b\x07\r\x9b") and stored.startswith("worse\\x1b[2J")
+    (store.root / "store.json").write_text(json.dumps({"format": 1, "bad": {"v0002": "old\x1b[31mred"}}))
+    listed = runner.invoke(app, ["models", "versions", str(store.root)])
+    assert listed.exit_code == 0 and "\x1b" not in listed.output and "\\x1b[31m" in "".join(listed.output.split())
