@@ -62,6 +62,29 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
 
+#: bodies above this size have their tasks counted by a streaming parser before they are parsed whole
+_COUNT_TASKS_ABOVE = 1024 * 1024
+
+
+def more_tasks_than(body: bytes, limit: int) -> bool:
+    """Whether the ``tasks`` list of a ``/predict`` body has more than ``limit`` items, read with ijson's
+    streaming parser and stopped at item ``limit + 1`` (malformed JSON: False, the full parse reports it)."""
+    import io
+
+    import ijson
+
+    count = 0
+    try:
+        for prefix, event, _ in ijson.parse(io.BytesIO(body)):
+            if prefix == "tasks.item" and event in ("start_map", "start_array", "string", "number", "null", "boolean"):
+                count += 1
+                if count > limit:
+                    return True
+    except Exception:  # ijson's errors for malformed or too deeply nested JSON
+        return False
+    return False
+
+
 class TooDeep(BadRequest):
     """A JSON body nested deeper than the parser's recursion limit (about 1000 levels)."""
 
@@ -214,6 +237,11 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/predict", methods=["POST"])
     def predict():
+        if (request.content_length or 0) > _COUNT_TASKS_ABOVE and more_tasks_than(
+                request.get_data(cache=True), settings.max_tasks_per_request):
+            # counted while streaming, before any task becomes a Python object (3.5 M tiny tasks parsed cost GBs)
+            return _error(413, f"more than {settings.max_tasks_per_request} tasks in one request "
+                               "(PSLG_MAX_TASKS_PER_REQUEST); send them in smaller batches")
         data = json_body()
         if not isinstance(data, dict):
             return _error(400, "the request body must be a JSON object with 'tasks'")

@@ -20,6 +20,18 @@ def test_too_many_tasks_are_refused_before_any_work(make_app):
     assert r.status_code == 413 and "PSLG_MAX_TASKS_PER_REQUEST" in r.get_json()["error"]
 
 
+def test_a_large_body_of_tiny_tasks_is_refused_before_it_is_parsed(make_app, monkeypatch):
+    """The issue's 32 MiB body of tiny tasks cost 10.7 GB: counted while streaming, it is refused at item 1001."""
+    import backend.app
+
+    parsed = []
+    monkeypatch.setattr(backend.app, "json_body", lambda: parsed.append(1))
+    client = make_app(max_tasks_per_request=1000)
+    body = b'{"tasks": [' + b",".join(b'{"id":%d}' % i for i in range(300_000)) + b"]}"
+    r = client.post("/predict", data=body, content_type="application/json")
+    assert r.status_code == 413 and "more than 1000 tasks" in r.get_json()["error"] and parsed == []
+
+
 def test_a_batch_of_malformed_tasks_logs_one_line(make_app, caplog):
     client = make_app()
     tasks = [7] * 300 + [{"id": i, "data": {"expression": "x"}} for i in range(300)]
