@@ -88,6 +88,25 @@ class DecodeBudget:
         self.max_bytes = int(max_bytes)
         self._used = 0
         self._cond = threading.Condition()
+        self._local = threading.local()
+
+    def held_here(self) -> int:
+        """Bytes this thread holds for decoded images (:meth:`hold`) until :meth:`release_held`."""
+        return getattr(self._local, "held", 0)
+
+    def hold(self, nbytes: int) -> None:
+        """Count a decoded image this thread keeps using (a request's images) against the budget until
+        :meth:`release_held`: concurrent requests then wait for each other's images, not only decodes."""
+        with self._cond:
+            self._used += int(nbytes)
+            self._local.held = self.held_here() + int(nbytes)
+
+    def release_held(self) -> None:
+        """Give back what :meth:`hold` counted for this thread (at the end of its request)."""
+        with self._cond:
+            self._used -= self.held_here()
+            self._local.held = 0
+            self._cond.notify_all()
 
     @property
     def used(self) -> int:
@@ -104,7 +123,9 @@ class DecodeBudget:
                 f"{name}: decoding needs about {nbytes / 2**20:,.0f} MiB, above the memory budget of "
                 f"{self.max_bytes / 2**20:,.0f} MiB (PSLG_MAX_DECODE_BYTES); tile the scene or raise the budget")
         with self._cond:
-            while self._used + nbytes > self.max_bytes:
+            # a thread that already holds images never waits (two requests each holding one image and waiting for
+            # the other's would deadlock); it may go over the budget by its own next decode
+            while self._used + nbytes > self.max_bytes and not self.held_here():
                 self._cond.wait()
             self._used += nbytes
         try:

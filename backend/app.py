@@ -185,6 +185,10 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
                             "set PSLG_WEBHOOK_SECRET and send it from the project's webhook (docs/serve-backend.md)")
         return refused
 
+    @app.teardown_request
+    def _release_images(exc: Optional[BaseException]) -> None:
+        runtime.decode_budget.release_held()  # the images this request decoded or took from the cache
+
     @app.before_request
     def _cap_unsized_bodies() -> None:
         """A chunked body (no Content-Length) is cut at MAX_CONTENT_LENGTH by Werkzeug without an error; answer 413

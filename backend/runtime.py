@@ -161,17 +161,21 @@ class Runtime:
 
     def load_image(self, url: str, project: Optional[str] = None) -> LoadedImage:
         """Decoded pixels of a task image, cached by URL and project (a click on the same image reuses them and the
-        embedding); the cache is bounded by bytes (PSLG_IMAGE_CACHE_BYTES) and entries (PSLG_IMAGE_CACHE_ITEMS)."""
+        embedding); the cache is bounded by bytes (PSLG_IMAGE_CACHE_BYTES) and entries (PSLG_IMAGE_CACHE_ITEMS).
+        The image's bytes count against the decode budget until the calling request ends (``release_held``), so
+        concurrent requests on large images wait for each other instead of holding them all at once."""
         from annotate.image_io import load_image
         from converters.labelstudio.fetch import display_url
 
         key = (str(project or ""), url)
         cached = self.images.get(key)
         if cached is not None:
+            self.decode_budget.hold(cached.rgb.nbytes)  # released when the request ends (backend.app)
             return cached
         raw = self.fetcher(project).fetch(url)
         loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels, budget=self.decode_budget)
         del raw
+        self.decode_budget.hold(loaded.rgb.nbytes)
         self.images.put(key, loaded)
         return loaded
 

@@ -76,7 +76,8 @@ def decode_peak(path: Path, module_file: Path | None) -> tuple[float, float]:
     """(peak MiB, seconds) of decoding ``path`` in a fresh process with today's image_io, or ``module_file``."""
     loader = ("from annotate.image_io import load_image" if module_file is None else
               f"import importlib.util, sys\nspec = importlib.util.spec_from_file_location('old_image_io', {str(module_file)!r})\n"
-              "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod); load_image = mod.load_image")
+              "mod = importlib.util.module_from_spec(spec); sys.modules['old_image_io'] = mod\n"
+              "spec.loader.exec_module(mod); load_image = mod.load_image")
     code = f"""{loader}
 import re, time, json
 t = time.perf_counter(); im = load_image({str(path)!r}, max_pixels=10**9); t = time.perf_counter() - t

@@ -159,3 +159,34 @@ def _learn_from_24_corrections(client, image: Path) -> None:
         tracemalloc.stop()
     assert learned == 24 and not skipped, skipped
     assert peak < 64 * MiB, peak / MiB
+
+
+def test_images_a_request_holds_count_until_it_ends_and_never_deadlock():
+    """The backend holds each request's decoded images against the budget until the request ends: another
+    request's decode waits for them; the holder's own next decode never waits (no deadlock)."""
+    budget = image_io.DecodeBudget(100)
+    order: list[str] = []
+    held = threading.Event()
+    done = threading.Event()
+
+    def first() -> None:
+        budget.hold(80)
+        held.set()
+        with budget.reserve(60, "own second image"):  # over the budget, but this thread never waits on itself
+            order.append("first decoded again")
+        time.sleep(0.2)
+        order.append("first released")
+        budget.release_held()
+        done.set()
+
+    def second() -> None:
+        held.wait()
+        with budget.reserve(50, "other request"):
+            order.append("second decoded")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert order == ["first decoded again", "first released", "second decoded"] and budget.used == 0
