@@ -36,6 +36,16 @@ def declared_size_problem(annotation: dict, max_pixels: int) -> Optional[str]:
     return None
 
 
+#: bytes a pixel of a request's image stands for while the request runs: its RGB pixels (3), the mask (1) and the
+#: RGBA raster the brush RLE is encoded from (4)
+HELD_BYTES_PER_PIXEL = 8
+
+
+def held_bytes(image: LoadedImage) -> int:
+    """What a request working on ``image`` holds, counted against the decode budget until it ends."""
+    return image.height * image.width * HELD_BYTES_PER_PIXEL
+
+
 #: glibc's ``mallopt`` parameter number of M_MMAP_THRESHOLD, and the value the backend fixes it at
 _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES = -3, 1 << 20
 
@@ -162,20 +172,21 @@ class Runtime:
     def load_image(self, url: str, project: Optional[str] = None) -> LoadedImage:
         """Decoded pixels of a task image, cached by URL and project (a click on the same image reuses them and the
         embedding); the cache is bounded by bytes (PSLG_IMAGE_CACHE_BYTES) and entries (PSLG_IMAGE_CACHE_ITEMS).
-        The image's bytes count against the decode budget until the calling request ends (``release_held``), so
-        concurrent requests on large images wait for each other instead of holding them all at once."""
+        The image counts against the decode budget (``held_bytes``: its pixels and what predicting on it allocates)
+        until the calling request ends (``release_held``), so concurrent requests on large images wait for each
+        other instead of working on them all at once."""
         from annotate.image_io import load_image
         from converters.labelstudio.fetch import display_url
 
         key = (str(project or ""), url)
         cached = self.images.get(key)
         if cached is not None:
-            self.decode_budget.hold(cached.rgb.nbytes)  # released when the request ends (backend.app)
+            self.decode_budget.hold(held_bytes(cached))  # released when the request ends (backend.app)
             return cached
         raw = self.fetcher(project).fetch(url)
         loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels, budget=self.decode_budget)
         del raw
-        self.decode_budget.hold(loaded.rgb.nbytes)
+        self.decode_budget.hold(held_bytes(loaded))
         self.images.put(key, loaded)
         return loaded
 
