@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -285,6 +286,10 @@ def _select(count: int, bands: Sequence[int] | None, name: str) -> list[int]:
 #: GDAL's block cache while we read (MB): windows are read in block-aligned rows, so one row of blocks is enough;
 #: GDAL's default (5 % of the RAM) would otherwise keep gigabytes of decoded float blocks.
 _GDAL_CACHE_MB = 64
+# GDAL sizes its block cache once, at the first read of the process, from GDAL_CACHEMAX: the per-read
+# ``rasterio.Env`` below only takes effect when it is that first read, so the default is set for the process
+# too (a value the user set is kept)
+os.environ.setdefault("GDAL_CACHEMAX", str(_GDAL_CACHE_MB))
 #: bytes per chunk pixel besides the source value: validity masks, the float64 scaling and its rounding
 _CHUNK_OVERHEAD = 8 + 8 + 4
 

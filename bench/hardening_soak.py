@@ -16,6 +16,7 @@ Every loop is bounded (fixed counts, request timeouts) and every process is stop
 
     .venv/bin/python bench/hardening_soak.py                    # 10000² bombs, 50 slow clients
     .venv/bin/python bench/hardening_soak.py --side 5000 --no-baseline   # quicker, today's code only
+    .venv/bin/python bench/hardening_soak.py --no-baseline --cache-mib 256   # a smaller decoded-image cache
 """
 
 from __future__ import annotations
@@ -223,11 +224,14 @@ def main() -> None:
     ap.add_argument("--slow", type=int, default=50, help="stalled connections")
     ap.add_argument("--baseline-rev", default="856ac90", help="git revision of the unhardened code")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unhardened measurements")
+    ap.add_argument("--cache-mib", type=int, default=None,
+                    help="PSLG_IMAGE_CACHE_BYTES in MiB (default: the backend's, 1 GiB; the cache keeps decoded images)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pslg-hardening-"))
     print(f"# hardening soak — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"{os.cpu_count()} cores, bombs {args.side}²")
+          f"{os.cpu_count()} cores, bombs {args.side}², image cache "
+          f"{'default (1 GiB)' if args.cache_mib is None else f'{args.cache_mib} MiB'}")
     bombs = write_bombs(work / "images", args.side)
     print("bomb files: " + ", ".join(f"{k} {p.stat().st_size / MiB:.2f} MiB" for k, p in bombs.items()))
 
@@ -244,6 +248,8 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "BASIC_AUTH", "PSLG_"))}
     env.update({"PYTHONPATH": str(REPO), "MODEL_DIR": str(work / "model"), "PSLG_LOCAL_IMAGE_ROOT": str(work / "images"),
                 "PSLG_WORKERS": "1", "PSLG_MAX_PIXELS": str(max(100_000_000, args.side * args.side))})
+    if args.cache_mib is not None:
+        env["PSLG_IMAGE_CACHE_BYTES"] = str(args.cache_mib * MiB)
     proc, url, _, _ = serve(env, work, "hardened", threads=8)
     try:
         # 2. four bombs at once through /predict
