@@ -39,14 +39,121 @@ class SegmentationError(ValueError):
     """A COCO segmentation that cannot be decoded (its message says why)."""
 
 
+#: Most boundary steps pycocotools may walk for one set of polygons (``rleFrPoly`` upsamples every edge by 5
+#: and keeps four ``int`` per step, so 16 Mi steps are about 256 MiB). A polygon clipped to the image stays
+#: far below it (a 10000×10000 image's outline is 0.2 Mi steps); only a ring crossing the image thousands of
+#: times reaches it.
+MAX_POLYGON_STEPS: int = 16 * 1024 * 1024
+_COCO_POLY_SCALE = 5  # pycocotools' upsampling factor in rleFrPoly
+
+
+def _clip_half_plane(ring: np.ndarray, axis: int, limit: float, keep_below: bool) -> np.ndarray:
+    """One Sutherland–Hodgman pass: ``ring`` (N, 2) clipped to ``ring[:, axis] <= limit`` (or ``>=``), vectorised.
+
+    For every edge a→b: both inside → b; leaving → the crossing; entering → the crossing then b; both outside →
+    nothing. The result covers the same points inside the half-plane under the even-odd rule (a ray parallel to
+    the clip line crosses the same edges), with degenerate edges along the line itself.
+    """
+    a = ring
+    b = np.roll(ring, -1, axis=0)
+    va, vb = a[:, axis], b[:, axis]
+    ina = va <= limit if keep_below else va >= limit
+    inb = vb <= limit if keep_below else vb >= limit
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        t = (limit - va) / (vb - va)
+        cross = a + t[:, None] * (b - a)
+    cross[:, axis] = limit  # exact on the line
+    keep_cross = ina != inb
+    keep_b = inb
+    counts = keep_cross.astype(np.int64) + keep_b.astype(np.int64)
+    if counts.sum() == 0:
+        return np.zeros((0, 2), dtype=np.float64)
+    out = np.empty((int(counts.sum()), 2), dtype=np.float64)
+    first = np.cumsum(counts) - counts  # where each edge's output starts
+    out[first[keep_cross]] = cross[keep_cross]
+    out[first[keep_b] + keep_cross[keep_b]] = b[keep_b]
+    return out
+
+
+def clip_ring(ring: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``ring`` (N, 2) in pixel coordinates clipped to the image grown by its larger side on every side.
+
+    Why: pycocotools' rasteriser converts coordinates to C ``int`` after upsampling them by 5 and allocates a
+    point per upsampled step of every edge, so a vertex at 1e13 px overflows (SIGSEGV) and one at 1e8 px
+    allocates gigabytes. Clipped, every edge lies within three image sides, and the pixels inside the image
+    are the same: the clip edges lie outside every pixel column and row. Rings within the margin are not
+    touched at all, so a polygon drawn a little past the border rasterises exactly as before; a cut edge may
+    move a boundary pixel (pycocotools rounds each end point to 1/5 px, so its slope changes a little).
+    """
+    margin = float(max(height, width, 1))
+    lo_x, lo_y = -margin, -margin
+    hi_x, hi_y = float(width) + margin, float(height) + margin
+    if ring.size and ring[:, 0].min() >= lo_x and ring[:, 0].max() <= hi_x and ring[:, 1].min() >= lo_y \
+            and ring[:, 1].max() <= hi_y:
+        return ring
+    for axis, limit, below in ((0, lo_x, False), (0, hi_x, True), (1, lo_y, False), (1, hi_y, True)):
+        ring = _clip_half_plane(ring, axis, limit, below)
+        if len(ring) == 0:
+            break
+    return ring
+
+
+def _ring_array(ring: Any, where: str) -> np.ndarray:
+    """A flat ``[x1, y1, x2, y2, ...]`` ring as finite float pairs (N, 2); ``SegmentationError`` otherwise."""
+    if isinstance(ring, (str, bytes, dict)) or not isinstance(ring, (list, tuple, np.ndarray)):
+        raise SegmentationError(f"{where} is a {type(ring).__name__}, not a list of numbers")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) for v in ring):
+        raise SegmentationError(f"{where} holds a value that is not a number")
+    try:
+        arr = np.asarray(ring, dtype=np.float64)
+    except (OverflowError, ValueError, TypeError) as exc:  # a 400-digit int does not fit a float
+        raise SegmentationError(f"{where} holds a number out of range ({exc})") from None
+    if arr.ndim != 1 or arr.size % 2:
+        raise SegmentationError(f"{where} has an odd number of coordinates ({arr.size})")
+    if not np.isfinite(arr).all():
+        raise SegmentationError(f"{where} has a non-finite coordinate (NaN or infinity)")
+    return arr.reshape(-1, 2)
+
+
+def bounded_polygons(polys: Sequence[Any], height: int, width: int) -> list[list[float]]:
+    """COCO polygon rings made safe for pycocotools' ``frPyObjects``: finite, clipped to the image (+1 px), and
+    within :data:`MAX_POLYGON_STEPS`. Rings of fewer than 3 points, before or after clipping, are dropped
+    (they enclose nothing; pycocotools would read a 4-number ring as a box). Raises ``SegmentationError``."""
+    rings: list[list[float]] = []
+    steps = 0
+    for k, poly in enumerate(polys):
+        arr = _ring_array(poly, f"polygon ring {k}")
+        if len(arr) < 3:
+            continue
+        arr = clip_ring(arr, height, width)
+        if len(arr) < 3:
+            continue
+        scaled = np.floor(arr * _COCO_POLY_SCALE + 0.5)
+        steps += int((np.abs(np.roll(scaled, -1, axis=0) - scaled).max(axis=1) + 1).sum())
+        if steps > MAX_POLYGON_STEPS:
+            raise SegmentationError(f"polygons too long to rasterise: over {MAX_POLYGON_STEPS:,} boundary steps "
+                                    "inside the image (a ring that crosses the image thousands of times)")
+        rings.append(arr.reshape(-1).tolist())
+    return rings
+
+
 def _compressed_rle(segm: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     if "counts" not in segm:
         raise SegmentationError("RLE segmentation has no 'counts'")
     size = segm.get("size") or [height, width]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in size)):
+        raise SegmentationError(f"RLE size must be [height, width] integers, got {str(size)[:60]}")
     if [int(size[0]), int(size[1])] != [height, width]:
         raise SegmentationError(f"RLE size {list(size)} differs from the image size {[height, width]}")
     counts = segm["counts"]
     if isinstance(counts, list):  # uncompressed RLE (column-major run lengths, starting with zeros)
+        bad = next((i for i, c in enumerate(counts)
+                    if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= height * width), None)
+        if bad is not None:  # negative, huge (pycocotools overflows) or not an integer at all
+            shown = repr(counts[bad]) if len(repr(counts[bad])) <= 40 else repr(counts[bad])[:40] + "..."
+            raise SegmentationError(f"uncompressed COCO RLE counts must be integers from 0 to {height}×{width}, got "
+                                    f"{shown}")
         total = sum(int(c) for c in counts)
         if total != height * width:
             raise SegmentationError(f"uncompressed COCO RLE counts sum to {total}, expected {height}×{width} = "
@@ -77,14 +184,16 @@ def to_rle_list(segm: Any, height: int, width: int) -> list[dict]:
                 out.extend(to_rle_list(part, height, width))
             return out
         if isinstance(segm[0], (list, tuple)):
-            polys = [list(map(float, p)) for p in segm if len(p) >= 6]
-            if not polys:
-                raise SegmentationError("polygon segmentation has no ring with 3 or more points")
-            return list(mask_utils.frPyObjects(polys, height, width))
+            if any(len(p) >= 6 for p in segm if isinstance(p, (list, tuple))):
+                polys = bounded_polygons(segm, height, width)
+                if not polys:  # every ring lies outside the image
+                    return [mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))]
+                return list(mask_utils.frPyObjects(polys, height, width))
+            raise SegmentationError("polygon segmentation has no ring with 3 or more points")
         if isinstance(segm[0], (int, float)):  # a single flat polygon without the outer list
             if len(segm) < 6:
                 raise SegmentationError("polygon with fewer than 3 points")
-            return list(mask_utils.frPyObjects([list(map(float, segm))], height, width))
+            return to_rle_list([segm], height, width)
     raise SegmentationError(f"unsupported segmentation of type {type(segm).__name__}")
 
 
@@ -151,8 +260,8 @@ def polygons_to_mask(polys: Sequence[Sequence[float]], height: int, width: int, 
     output); the default matches every COCO reader. Rings of fewer than 3 points (under 6 numbers) are ignored:
     they enclose nothing, and pycocotools would read a 4-number ring as a box.
     """
-    rings = [list(map(float, p)) for p in polys if len(p) >= 6]
     out = np.zeros((height, width), dtype=bool)
+    rings = bounded_polygons(polys, height, width)
     if not rings:
         return out
     rles = mask_utils.frPyObjects(rings, height, width)

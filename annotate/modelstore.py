@@ -40,6 +40,13 @@ _VERSION_RE = re.compile(r"^v(\d{4,})$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
+def printable(text: object, limit: int = 200) -> str:
+    """``text`` with control characters (terminal escapes, carriage returns, C1 codes) written as ``\\xNN``
+    escapes, cut to ``limit`` characters: a reason typed or stored once must not drive a terminal later."""
+    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
 class ModelStoreError(ValueError):
     """A store operation cannot be done (unknown version, not a store, unreadable card); the message says why."""
 
@@ -66,9 +73,19 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        """The card of ``data``; ``ModelStoreError`` when a field is missing or of the wrong type (a card is read
+        by code that formats and compares its fields: ``"created_at": 5`` must fail here, not there)."""
+        if not isinstance(data, dict):
+            raise ModelStoreError(f"a model card must be a JSON object, not {type(data).__name__}")
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         if "kind" not in known or "base" not in known:
             raise ModelStoreError(f"a model card needs 'kind' and 'base' (got keys {sorted(data)})")
+        for name, types in _CARD_TYPES.items():
+            value = known.get(name)
+            if name in known and not (isinstance(value, types) and not isinstance(value, bool) or
+                                      (value is None and name in _CARD_OPTIONAL)):
+                raise ModelStoreError(f"model card field {name!r} is a {type(value).__name__}, not "
+                                      f"{' or '.join(t.__name__ for t in types)}")
         return cls(**known)
 
     @property
@@ -76,6 +93,13 @@ class ModelCard:
         """A version string unique across stores: ``<kind>-<version>-<created, compact>``."""
         stamp = re.sub(r"[^0-9T]", "", self.created_at.split("+")[0])[:15]
         return f"{self.kind}-{self.version}-{stamp}Z" if stamp else f"{self.kind}-{self.version}"
+
+
+_CARD_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "base": (str,), "version": (str,), "parent": (str,), "configured": (str,),
+    "data_digest": (str,), "samples": (int,), "metrics": (dict,), "created_at": (str,), "extra": (dict,),
+}
+_CARD_OPTIONAL = {"parent", "configured", "data_digest", "samples", "metrics"}
 
 
 @dataclass
@@ -137,7 +161,10 @@ class ModelStore:
             return {"format": 1, "bad": {}}
         except (OSError, ValueError) as exc:
             raise ModelStoreError(f"{self.root / STORE_FILE}: unreadable ({exc})") from exc
-        return data if isinstance(data, dict) else {"format": 1, "bad": {}}
+        if not isinstance(data, dict) or not isinstance(data.get("bad") or {}, dict):
+            # which versions are marked bad is unknown: serving any of them could serve a bad one
+            raise ModelStoreError(f"{self.root / STORE_FILE}: not a store file (an object with a 'bad' object)")
+        return data
 
     def _pointers(self) -> dict[str, str]:
         try:
@@ -146,7 +173,9 @@ class ModelStore:
             return {}
         except (OSError, ValueError) as exc:
             raise ModelStoreError(f"{self.root / CURRENT_FILE}: unreadable ({exc})") from exc
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ModelStoreError(f"{self.root / CURRENT_FILE}: not a pointer file (an object of version names)")
+        return {str(k): v for k, v in data.items()}
 
     def versions(self, kind: Optional[str] = None) -> list[Version]:
         """Finished versions, oldest first (a version with an unreadable card is listed with ``card_error``)."""
@@ -286,7 +315,10 @@ class ModelStore:
         return version
 
     def mark_bad(self, name: str, reason: str = "marked bad") -> Version:
-        """Never serve ``name`` again (the next good version down is served instead); the files stay."""
+        """Never serve ``name`` again (the next good version down is served instead); the files stay.
+
+        The reason is kept printable (:func:`printable`): it is shown in terminals and on /health."""
+        reason = printable(reason) or "marked bad"
         with self._locked():
             self._init()
             version = self.get(name)

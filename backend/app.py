@@ -14,12 +14,12 @@ import time
 from typing import Any, Optional
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
-from backend.config import Settings
+from backend.config import WEBHOOK_SECRET_HEADER, Settings
 from backend.engine import FAILED, EngineNotReady
 from converters.labelstudio.schema import LabelConfigError
-from backend.model import PSLGModel, predict_envelopes
+from backend.model import PSLGModel, failure_summary, predict_envelopes
 from backend.runtime import Runtime, SetupRefused
 
 log = logging.getLogger("pslg.backend.app")
@@ -47,8 +47,57 @@ def _check_basic_auth(settings: Settings) -> Optional[Response]:
                                                                    "Content-Type": "application/json"})
 
 
+def webhook_secret_ok(settings: Settings) -> bool:
+    """Whether the request carries PSLG_WEBHOOK_SECRET, in the ``X-PSLG-Webhook-Secret`` header or the ``secret``
+    query parameter, compared as UTF-8 bytes in constant time."""
+    expected = (settings.webhook_secret or "").encode("utf-8")
+    header = request.headers.get(WEBHOOK_SECRET_HEADER)  # WSGI hands header bytes over as latin-1 text
+    query = request.args.get("secret")  # percent-decoded as UTF-8
+    candidates = [header.encode("latin-1", "replace") if header is not None else None,
+                  query.encode("utf-8", "replace") if query is not None else None]
+    return bool(expected) and any(c is not None and hmac.compare_digest(c, expected) for c in candidates)
+
+
 def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
+
+
+#: bodies above this size have their tasks counted by a streaming parser before they are parsed whole
+_COUNT_TASKS_ABOVE = 1024 * 1024
+
+
+def more_tasks_than(body: bytes, limit: int) -> bool:
+    """Whether the ``tasks`` list of a ``/predict`` body has more than ``limit`` items, read with ijson's
+    streaming parser and stopped at item ``limit + 1`` (malformed JSON: False, the full parse reports it)."""
+    import io
+
+    import ijson
+
+    count = 0
+    try:
+        for prefix, event, _ in ijson.parse(io.BytesIO(body)):
+            if prefix == "tasks.item" and event in ("start_map", "start_array", "string", "number", "null", "boolean"):
+                count += 1
+                if count > limit:
+                    return True
+    except Exception:  # ijson's errors for malformed or too deeply nested JSON
+        return False
+    return False
+
+
+class TooDeep(BadRequest):
+    """A JSON body nested deeper than the parser's recursion limit (about 1000 levels)."""
+
+    description = "the request body is JSON nested too deeply to parse"
+
+
+def json_body() -> Any:
+    """The request's JSON (None when it is not JSON); ``TooDeep`` (400) when it nests beyond the parser's limit
+    (``json`` raises RecursionError, which Flask's ``silent`` does not catch: it was a 500)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        raise TooDeep() from None
 
 
 def task_problem(task: Any) -> Optional[str]:
@@ -109,10 +158,36 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             models.put(key, model)
         return model
 
-    if settings.basic_auth_enabled:
-        @app.before_request
-        def _auth() -> Optional[Response]:
-            return _check_basic_auth(settings)
+    for warning in settings.startup_warnings():
+        log.warning(warning)
+    refused_webhooks = [0]
+
+    @app.before_request
+    def _auth() -> Optional[Response]:
+        if request.path == "/webhook" and settings.webhook_secret:
+            # Label Studio's webhooks carry custom headers but not the ML backend's Basic auth: the secret suffices
+            if webhook_secret_ok(settings) or (settings.basic_auth_enabled and basic_auth_ok(
+                    request.headers.get("Authorization", ""), settings.basic_auth_user or "", settings.basic_auth_pass or "")):
+                return None
+            refused = _check_basic_auth(settings) if settings.basic_auth_enabled else Response(
+                '{"error": "webhook secret required (PSLG_WEBHOOK_SECRET)"}', 401, {"Content-Type": "application/json"})
+        elif settings.basic_auth_enabled:
+            refused = _check_basic_auth(settings)
+            if refused is None:
+                return None
+        else:
+            return None
+        if request.path == "/webhook":
+            refused_webhooks[0] += 1
+            if refused_webhooks[0] == 1:
+                log.warning("a /webhook was refused (401): corrections are not stored; %s",
+                            "check the secret the project's webhook sends" if settings.webhook_secret else
+                            "set PSLG_WEBHOOK_SECRET and send it from the project's webhook (docs/serve-backend.md)")
+        return refused
+
+    @app.teardown_request
+    def _release_images(exc: Optional[BaseException]) -> None:
+        runtime.decode_budget.release_held()  # the images this request decoded or took from the cache
 
     @app.before_request
     def _cap_unsized_bodies() -> None:
@@ -137,12 +212,14 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
             body["training_error"] = runtime.trainer.status.last_error
         if runtime.trainer.outcome:
             body["training_outcome"] = runtime.trainer.outcome
+        if refused_webhooks[0]:  # learning is off while Label Studio's webhooks are refused: say so
+            body["webhooks_refused"] = refused_webhooks[0]
         body.update(engine.health())  # the served grounding model, and "fallback" when an older one is served
         return jsonify(body)
 
     @app.route("/setup", methods=["POST"])
     def setup():
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict):
             return _error(400, "the /setup body must be a JSON object")
         project = _project_key(data.get("project"))
@@ -166,12 +243,20 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/predict", methods=["POST"])
     def predict():
-        data = request.get_json(silent=True)
+        if (request.content_length or 0) > _COUNT_TASKS_ABOVE and more_tasks_than(
+                request.get_data(cache=True), settings.max_tasks_per_request):
+            # counted while streaming, before any task becomes a Python object (3.5 M tiny tasks parsed cost GBs)
+            return _error(413, f"more than {settings.max_tasks_per_request} tasks in one request "
+                               "(PSLG_MAX_TASKS_PER_REQUEST); send them in smaller batches")
+        data = json_body()
         if not isinstance(data, dict):
             return _error(400, "the request body must be a JSON object with 'tasks'")
         tasks = data.get("tasks")
         if not isinstance(tasks, list) or not tasks:
             return _error(400, "'tasks' must be a non-empty list of Label Studio tasks")
+        if len(tasks) > settings.max_tasks_per_request:
+            return _error(413, f"{len(tasks)} tasks in one request, above the limit of {settings.max_tasks_per_request} "
+                               "(PSLG_MAX_TASKS_PER_REQUEST); send them in smaller batches")
         params = data.get("params")
         if params is not None and not isinstance(params, dict):
             return _error(400, f"'params' must be a JSON object, not {type(params).__name__}")
@@ -189,13 +274,16 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         version = runtime.engine.model_version
         results: list[Optional[dict]] = [None] * len(tasks)
         valid: list[int] = []
+        malformed: dict[str, list[Any]] = {}
         for i, task in enumerate(tasks):
             problem = task_problem(task)
             if problem is None:
                 valid.append(i)
                 continue
-            log.warning("task #%d of the request: %s; empty prediction", i, problem)
+            malformed.setdefault(problem, []).append(f"#{i}")
             results[i] = failed_prediction(version, problem)
+        if malformed:  # one line for the request, however many tasks are malformed
+            log.warning("%s", failure_summary(malformed, len(tasks)))
         if valid:
             try:
                 predicted = predict_envelopes(model, [tasks[i] for i in valid], context)
@@ -209,7 +297,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/webhook", methods=["POST"])
     def webhook():
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict) or "action" not in data:
             return _error(400, "a webhook payload must be a JSON object with 'action'")
         try:
@@ -221,7 +309,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     @app.route("/train", methods=["POST"])
     def train():
         """Label Studio's older training call (without the START_TRAINING webhook flag): tasks with annotations."""
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
             return _error(400, "a /train body must be a JSON object with 'annotations' (tasks with their annotations)")
         project = _project_key(data.get("project")) or None
@@ -247,7 +335,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
 
     @app.route("/validate", methods=["POST"])
     def validate():
-        data = request.get_json(silent=True)
+        data = json_body()
         if not isinstance(data, dict):
             return _error(400, "the /validate body must be a JSON object with 'config'")
         try:
@@ -265,6 +353,10 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
         return _error(413, f"the request body is over {settings.max_request_bytes} bytes (PSLG_MAX_REQUEST_BYTES)")
+
+    @app.errorhandler(TooDeep)
+    def too_deep(exc):
+        return _error(400, TooDeep.description)
 
     @app.errorhandler(500)
     def internal(exc):  # never leak a traceback (or a token) to the caller

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from annotate.image_io import DEFAULT_MAX_PIXELS
+from annotate.image_io import DEFAULT_MAX_DECODE_BYTES, DEFAULT_MAX_PIXELS
 from annotate.polygons import DEFAULT_POLYGON_TOLERANCE, Tolerance
 
 DEFAULT_MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -23,10 +23,14 @@ DEFAULT_IMAGE_CACHE_BYTES = 1024 * 1024 * 1024
 DEFAULT_IMAGE_CACHE_ITEMS = 16
 #: largest request body (``/predict``, ``/webhook``, ``/train``): Flask answers 413 above it
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: most tasks one /predict may carry (Label Studio sends one to a few dozen; pslg prelabel --batch-size)
+DEFAULT_MAX_TASKS_PER_REQUEST = 1000
 #: projects (and labeling configs) whose model, config and /setup credentials are kept, least recently used out
 DEFAULT_MAX_PROJECTS = 64
 #: largest labeling config accepted (real ones are a few KB)
 DEFAULT_MAX_LABEL_CONFIG_BYTES = 1024 * 1024
+#: the header carrying PSLG_WEBHOOK_SECRET (Label Studio webhooks send custom headers)
+WEBHOOK_SECRET_HEADER = "X-PSLG-Webhook-Secret"
 
 
 def _str(env: Mapping[str, str], name: str) -> Optional[str]:
@@ -97,6 +101,9 @@ class Settings:
     label_studio_api_key: Optional[str] = field(default=None, repr=False)
     basic_auth_user: Optional[str] = None
     basic_auth_pass: Optional[str] = field(default=None, repr=False)
+    #: shared secret Label Studio's webhook sends (header X-PSLG-Webhook-Secret, or ?secret= in its URL); when
+    #: set, /webhook requires it or Basic auth
+    webhook_secret: Optional[str] = field(default=None, repr=False)
     model_dir: Path = Path("pslg-backend-data")
     sam_checkpoint: Optional[str] = None
     sam_model_type: str = "vit_b"
@@ -106,6 +113,8 @@ class Settings:
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     image_timeout_s: float = DEFAULT_IMAGE_TIMEOUT_S
     max_pixels: int = DEFAULT_MAX_PIXELS
+    #: bytes the image decodes of the process may hold at once (shared by concurrent requests)
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
     local_files_root: Optional[str] = None
     predict_wait_s: float = 60.0
     train_epochs: Optional[int] = None
@@ -127,6 +136,12 @@ class Settings:
     session_ttl_s: float = 1800.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_projects: int = DEFAULT_MAX_PROJECTS
+    max_tasks_per_request: int = DEFAULT_MAX_TASKS_PER_REQUEST
+    #: the front (backend.front): seconds for a request head, for its body, for writing the answer; open connections
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    send_timeout_s: float = 60.0
+    max_connections: int = 1024
     max_label_config_bytes: int = DEFAULT_MAX_LABEL_CONFIG_BYTES
     #: simplification of polygon predictions (PolygonLabels configs): px, or "p%" of each piece's diagonal
     polygon_tolerance: Tolerance = field(default_factory=lambda: Tolerance.parse(DEFAULT_POLYGON_TOLERANCE))
@@ -152,6 +167,7 @@ class Settings:
             label_studio_api_key=_str(env, "LABEL_STUDIO_API_KEY") or _str(env, "LABEL_STUDIO_ACCESS_TOKEN"),
             basic_auth_user=_str(env, "BASIC_AUTH_USER"),
             basic_auth_pass=_str(env, "BASIC_AUTH_PASS"),
+            webhook_secret=_str(env, "PSLG_WEBHOOK_SECRET"),
             model_dir=Path(_str(env, "MODEL_DIR") or "pslg-backend-data"),
             sam_checkpoint=_str(env, "PSLG_SAM_CHECKPOINT"),
             sam_model_type=_str(env, "PSLG_SAM_MODEL_TYPE") or "vit_b",
@@ -161,6 +177,7 @@ class Settings:
             max_image_bytes=_int(env, "PSLG_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),
             image_timeout_s=_float(env, "PSLG_IMAGE_TIMEOUT", DEFAULT_IMAGE_TIMEOUT_S),
             max_pixels=_int(env, "PSLG_MAX_PIXELS", DEFAULT_MAX_PIXELS),
+            max_decode_bytes=_int(env, "PSLG_MAX_DECODE_BYTES", DEFAULT_MAX_DECODE_BYTES),
             local_files_root=_str(env, "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"),
             predict_wait_s=_float(env, "PSLG_PREDICT_WAIT", 60.0),
             train_epochs=int(epochs) if epochs else None,
@@ -179,6 +196,11 @@ class Settings:
             session_ttl_s=float(_int(env, "PSLG_SESSION_TTL", 1800)),
             max_request_bytes=_int(env, "PSLG_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
             max_projects=_int(env, "PSLG_MAX_PROJECTS", DEFAULT_MAX_PROJECTS),
+            max_tasks_per_request=max(1, _int(env, "PSLG_MAX_TASKS_PER_REQUEST", DEFAULT_MAX_TASKS_PER_REQUEST)),
+            header_timeout_s=_float(env, "PSLG_HEADER_TIMEOUT", 10.0),
+            body_timeout_s=_float(env, "PSLG_BODY_TIMEOUT", 60.0),
+            send_timeout_s=_float(env, "PSLG_SEND_TIMEOUT", 60.0),
+            max_connections=max(1, _int(env, "PSLG_MAX_CONNECTIONS", 1024)),
             max_label_config_bytes=_int(env, "PSLG_MAX_LABEL_CONFIG_BYTES", DEFAULT_MAX_LABEL_CONFIG_BYTES),
             polygon_tolerance=_tolerance(env, "PSLG_POLYGON_TOLERANCE"),
             prior_min_samples=max(1, _int(env, "PSLG_PRIOR_MIN_SAMPLES", 3)),
@@ -191,3 +213,15 @@ class Settings:
     @property
     def basic_auth_enabled(self) -> bool:
         return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    def startup_warnings(self) -> list[str]:
+        """What a user should be told when the backend starts with these settings."""
+        out = []
+        if self.basic_auth_enabled and not self.webhook_secret:
+            out.append(
+                "BASIC_AUTH_USER/BASIC_AUTH_PASS are set but PSLG_WEBHOOK_SECRET is not: Label Studio (1.23) sends "
+                "the webhook it creates for the backend without Basic auth, so every /webhook is refused (401) and no "
+                "correction is learned from. Set PSLG_WEBHOOK_SECRET and add the header "
+                f"{WEBHOOK_SECRET_HEADER}: <secret> to the project's webhook (Settings → Webhooks), see "
+                "docs/serve-backend.md")
+        return out

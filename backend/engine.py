@@ -61,19 +61,41 @@ def learned_store(settings: Settings):
     return ModelStore(Path(settings.model_dir) / "grounders")
 
 
-def load_learned(settings: Settings) -> Optional[Learned]:
-    """The store's current learned stage 2 (newest good version first); None when there is none or none loads."""
+def load_learned(settings: Settings, problems: Optional[list[str]] = None) -> Optional[Learned]:
+    """The store's current learned stage 2 (newest good version first); None when there is none or none loads.
+
+    Never raises: a corrupt version (truncated ``priors.npz``, a card field of the wrong type, anything its
+    loaders trip on) is skipped for the next older one, and an unreadable store (``store.json``,
+    ``current.json``) serves the defaults; each reason is logged and appended to ``problems``. A broken file
+    must cost the learned shapes, never the backend's readiness.
+    """
     from annotate.priors import ShapePriors, is_priors_dir
     from annotate.quality import QUALITY_JSON, QualityModel
 
-    for version in learned_store(settings).candidates(LEARNED_KIND):
+    def problem(message: str) -> None:
+        log.error("%s", message)
+        if problems is not None:
+            problems.append(message)
+
+    try:
+        store = learned_store(settings)
+        candidates = store.candidates(LEARNED_KIND)
+        for version in store.versions():  # a version whose card is unreadable is never a candidate: say so
+            if version.card_error and (not candidates or version.number > candidates[0].number):
+                problem(f"model store version {version.name} skipped: {version.card_error}")
+    except Exception as exc:  # ModelStoreError, or whatever an odd store state raises
+        problem(f"learned stage 2 not served: the model store is unreadable ({type(exc).__name__}: {exc}); "
+                "serving the defaults")
+        return None
+    for version in candidates:
         try:
             priors = ShapePriors.load(version.path) if is_priors_dir(version.path) else None
             quality = QualityModel.load(version.path) if (version.path / QUALITY_JSON).is_file() else QualityModel()
-        except ValueError as exc:
-            log.error("learned stage 2 %s unusable (%s); trying an older version", version.name, exc)
+            label = version.card.label if version.card else version.name
+        except Exception as exc:  # zipfile.BadZipFile, EOFError... as well as the loaders' ValueError
+            problem(f"learned stage 2 {version.name} unusable ({type(exc).__name__}: {exc}); trying an older version")
             continue
-        return Learned(version.card.label if version.card else version.name, priors, quality)
+        return Learned(label, priors, quality)
     return None
 
 
@@ -146,6 +168,8 @@ class Engine:
         self._store_token: tuple = ()
         #: the served learned stage 2 (shape priors + quality estimate), when one was trained
         self.learned: Optional[Learned] = None
+        #: why learned versions were passed over at load (shown on /health)
+        self.learned_problems: list[str] = []
 
     # --- loading ---------------------------------------------------------------------------------------------
     def _default_loader(self):
@@ -194,7 +218,8 @@ class Engine:
         try:
             pipeline = self._loader()
             if self._loader == self._default_loader:
-                self.learned = load_learned(self.settings)
+                self.learned_problems = []
+                self.learned = load_learned(self.settings, self.learned_problems)
             self._start_pool()
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
@@ -367,9 +392,12 @@ class Engine:
 
     def health(self) -> dict:
         """What ``/health`` adds about the grounding model: which is served, and a fallback when there is one."""
+        body: dict = {}
+        if self.learned_problems:  # an older learned version, or the defaults, is served instead
+            body["learned_fallback"] = list(self.learned_problems[:5])
         if self.source is None:
-            return {}
-        body: dict = {"grounding": self.source.status()}
+            return body
+        body["grounding"] = self.source.status()
         if self.source.fallback is not None:
             body["fallback"] = dict(self.source.fallback)
         return body

@@ -228,19 +228,32 @@ class PSLGModel(LabelStudioMLBase):
         """
         version = self.model_version
         out: list[Optional[dict]] = [None] * len(tasks)
+        failures: dict[str, list[Any]] = {}
 
         def fail(i: int, reason: str) -> None:
-            tid = (tasks[i] or {}).get("id")
-            log.warning("task %s: %s; empty prediction", tid if tid is not None else f"#{i} of the batch", reason)
+            task = tasks[i] if isinstance(tasks[i], dict) else {}
+            tid = task.get("id")
+            failures.setdefault(reason, []).append(tid if tid is not None else f"#{i} of the batch")
             if errors is not None:
                 errors[i] = reason
             out[i] = self._empty(version, reason)
 
+        try:
+            return self._run_batch(tasks, out, fail, version)
+        finally:
+            if failures:  # one line per batch, whatever its size (a line per task let a body write gigabytes)
+                log.warning("%s", failure_summary(failures, len(tasks)))
+
+    def _run_batch(self, tasks: list[dict], out: list[Optional[dict]], fail, version: str) -> list[dict]:
         how_of: dict[int, tuple[str, Optional[str]]] = {}
         self.last_label_how = how_of
         by_image: dict[str, list[int]] = {}
         for i, task in enumerate(tasks):
-            url = self.schema.image_url((task or {}).get("data") or {})
+            try:
+                url = self.schema.image_url((task or {}).get("data") or {})
+            except Exception as exc:  # a malformed task fails alone (deep nesting, odd types)
+                fail(i, f"unreadable task data ({type(exc).__name__})")
+                continue
             if url is None:
                 fail(i, f"no image under data.{self.schema.image_key}")
                 continue
@@ -276,8 +289,8 @@ class PSLGModel(LabelStudioMLBase):
                         raise ValueError("the task has no referring expression and no bbox")
                     else:
                         raise ValueError("no grounding model is configured (PSLG_GROUNDING_MODEL) and the task has no bbox")
-                except ValueError as exc:
-                    fail(i, str(exc))
+                except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # this task's data only
+                    fail(i, str(exc) if isinstance(exc, ValueError) else f"unreadable task data ({type(exc).__name__}: {exc})"[:300])
                     continue
                 runnable.append(i)
             if prompts:
@@ -331,6 +344,17 @@ class PSLGModel(LabelStudioMLBase):
     # --- fit ---------------------------------------------------------------------------------------------------
     def fit(self, event: str, data: dict, **kwargs: Any) -> dict:
         return self.runtime.handle_event(event, data)
+
+
+def failure_summary(failures: dict[str, list[Any]], total: int, *, reasons: int = 5, ids: int = 5) -> str:
+    """One bounded log line for the tasks of a batch that got empty predictions: count, then the commonest
+    reasons (each cut to 200 characters) with a few task ids each."""
+    failed = sum(len(v) for v in failures.values())
+    ranked = sorted(failures.items(), key=lambda kv: -len(kv[1]))
+    parts = [f"{len(tids)} × {reason[:200]!s} (task {', '.join(str(t) for t in tids[:ids])}"
+             f"{', ...' if len(tids) > ids else ''})" for reason, tids in ranked[:reasons]]
+    more = f"; and {len(ranked) - reasons} other reason(s)" if len(ranked) > reasons else ""
+    return f"{failed} of {total} task(s) got an empty prediction: " + "; ".join(parts) + more
 
 
 def _score(result: PromptResult) -> float:

@@ -36,6 +36,16 @@ def declared_size_problem(annotation: dict, max_pixels: int) -> Optional[str]:
     return None
 
 
+#: bytes a pixel of a request's image stands for while the request runs: its RGB pixels (3), the mask (1) and the
+#: RGBA raster the brush RLE is encoded from (4)
+HELD_BYTES_PER_PIXEL = 8
+
+
+def held_bytes(image: LoadedImage) -> int:
+    """What a request working on ``image`` holds, counted against the decode budget until it ends."""
+    return image.height * image.width * HELD_BYTES_PER_PIXEL
+
+
 #: glibc's ``mallopt`` parameter number of M_MMAP_THRESHOLD, and the value the backend fixes it at
 _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES = -3, 1 << 20
 
@@ -76,8 +86,14 @@ class Runtime:
         from backend.store import TrainingStore
         from backend.training import Trainer
 
+        from annotate.image_io import DEFAULT_BUDGET, DecodeBudget
+
         self.settings = settings
         return_large_frees_to_the_os()
+        #: the bytes image decodes may hold at once (PSLG_MAX_DECODE_BYTES); the engine-wide default budget when
+        #: the setting is the default, so training's decodes share it
+        self.decode_budget = (DEFAULT_BUDGET if settings.max_decode_bytes == DEFAULT_BUDGET.max_bytes
+                              else DecodeBudget(settings.max_decode_bytes))
         self.engine = engine or Engine(settings).start()
         #: decoded task images by (project, URL), bounded by PSLG_IMAGE_CACHE_BYTES and PSLG_IMAGE_CACHE_ITEMS
         self.images = LRUCache(size=settings.image_cache_items, max_bytes=settings.image_cache_bytes)
@@ -100,24 +116,28 @@ class Runtime:
     def remember_setup(self, project: Optional[str], hostname: Optional[str], access_token: Optional[str],
                        authenticated: bool = False) -> None:
         """Keep the Label Studio host/token that ``/setup`` sends for this project (used when the environment does
-        not name them). The first host a project is set up with stays unless the caller is authenticated
-        (BASIC_AUTH_*): an anonymous ``/setup`` must not re-point another project's image source. At most
+        not name them). Without ``LABEL_STUDIO_URL`` only an authenticated (BASIC_AUTH_*) ``/setup`` may name a
+        host (an anonymous one is answered but its host and token are not kept): the first anonymous caller would
+        otherwise claim the project. With ``LABEL_STUDIO_URL`` set the host is the environment's anyway and
+        ``/setup`` can only bring the token for it. At most
         ``PSLG_MAX_PROJECTS`` projects are kept; beyond that an anonymous ``/setup`` of a new project is refused
-        rather than forgetting (and so unpinning) another. Raises ``SetupRefused`` in both cases."""
+        rather than forgetting another. Raises ``SetupRefused``."""
         s = self.settings
         if (s.label_studio_url and s.label_studio_api_key) or not access_token or not isinstance(access_token, str):
             return
         if not isinstance(hostname, str) or not hostname.strip():
             return
+        if not s.label_studio_url and not authenticated:
+            # the first caller would win: anyone reaching the port could claim a project id before Label Studio
+            # does and point its images at a host of their choosing. The setup itself (the labeling config) stands.
+            log.warning("/setup of project %s: its Label Studio host and token are not used, the request is not "
+                        "authenticated; set LABEL_STUDIO_URL (and LABEL_STUDIO_API_KEY) or enable BASIC_AUTH_* so "
+                        "images on Label Studio can be fetched", project or "(none)")
+            return
         host = hostname.strip().rstrip("/")
         key = str(project or "")
         with self._lock:
             known = self._setup_creds.get(key)
-            if known is not None and known[0] != host and not s.label_studio_url and not authenticated:
-                raise SetupRefused(
-                    f"project {key or '(none)'} already takes its images from {known[0]}; an unauthenticated /setup "
-                    "cannot move it to another host (restart the backend, set LABEL_STUDIO_URL, or enable BASIC_AUTH_*)"
-                )
             if known is None and len(self._setup_creds) >= s.max_projects:
                 if not authenticated:
                     raise SetupRefused(
@@ -155,17 +175,22 @@ class Runtime:
 
     def load_image(self, url: str, project: Optional[str] = None) -> LoadedImage:
         """Decoded pixels of a task image, cached by URL and project (a click on the same image reuses them and the
-        embedding); the cache is bounded by bytes (PSLG_IMAGE_CACHE_BYTES) and entries (PSLG_IMAGE_CACHE_ITEMS)."""
+        embedding); the cache is bounded by bytes (PSLG_IMAGE_CACHE_BYTES) and entries (PSLG_IMAGE_CACHE_ITEMS).
+        The image counts against the decode budget (``held_bytes``: its pixels and what predicting on it allocates)
+        until the calling request ends (``release_held``), so concurrent requests on large images wait for each
+        other instead of working on them all at once."""
         from annotate.image_io import load_image
         from converters.labelstudio.fetch import display_url
 
         key = (str(project or ""), url)
         cached = self.images.get(key)
         if cached is not None:
+            self.decode_budget.hold(held_bytes(cached))  # released when the request ends (backend.app)
             return cached
         raw = self.fetcher(project).fetch(url)
-        loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels)
+        loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels, budget=self.decode_budget)
         del raw
+        self.decode_budget.hold(held_bytes(loaded))
         self.images.put(key, loaded)
         return loaded
 

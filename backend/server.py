@@ -1,4 +1,10 @@
-"""Running the backend: gunicorn (1 worker, N threads) by default, Flask's development server with ``dev=True``."""
+"""Running the backend: gunicorn (1 worker, N threads) behind the front (``backend.front``) by default, Flask's
+development server with ``dev=True``.
+
+gunicorn listens on a Unix socket in a private temporary folder; the front listens on ``host:port``, reads each
+request completely (deadlines and sizes from the settings) and only then hands it to gunicorn, so slow or stalled
+clients never hold a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,9 @@ import os
 from typing import Optional
 
 from backend.config import Settings
+
+#: gunicorn's default access line with the request path instead of the request line (which holds the query)
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 
 def control_socket_path(cfg, host: str, port: int) -> Optional[str]:
@@ -36,13 +45,34 @@ def serve(host: str = "0.0.0.0", port: int = 9090, threads: int = 8, dev: bool =
     if dev:
         create_app(settings).run(host=host, port=port, threaded=True)
         return
+    import shutil
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
+
+    from backend.front import FrontLimits, start_front
+
+    s = settings if settings is not None else Settings.from_env()
+    private = tempfile.mkdtemp(prefix="pslg-serve-")  # 0700: only this user can reach the socket
+    upstream = os.path.join(private, "gunicorn.sock")
+    limits = FrontLimits(header_timeout=s.header_timeout_s, body_timeout=s.body_timeout_s,
+                         send_timeout=s.send_timeout_s, max_body_bytes=s.max_request_bytes,
+                         max_connections=s.max_connections)
+
+    def when_ready(server) -> None:  # in gunicorn's master, once its socket is bound
+        start_front(host, port, upstream, limits)
+
+    def on_exit(server) -> None:
+        shutil.rmtree(private, ignore_errors=True)
 
     class _App(BaseApplication):
         def load_config(self) -> None:
             # one worker: models are per process (see backend/_wsgi.py); threads share them
-            for key, value in {"bind": f"{host}:{port}", "workers": 1, "threads": threads, "worker_class": "gthread",
+            for key, value in {"bind": f"unix:{upstream}", "workers": 1, "threads": threads, "worker_class": "gthread",
+                               "when_ready": when_ready, "on_exit": on_exit,
                                "timeout": timeout, "graceful_timeout": 30, "accesslog": "-", "errorlog": "-",
+                               # the path without its query string: a webhook's ?secret= never reaches the log
+                               "access_log_format": ACCESS_LOG_FORMAT,
                                "loglevel": os.environ.get("LOG_LEVEL", "info").lower()}.items():
                 self.cfg.set(key, value)
             socket = control_socket_path(self.cfg, host, port)
@@ -51,6 +81,6 @@ def serve(host: str = "0.0.0.0", port: int = 9090, threads: int = 8, dev: bool =
 
         def load(self):
             # called in the worker after fork, so the model-loading thread lives in the serving process
-            return create_app(settings)
+            return create_app(s)
 
     _App().run()

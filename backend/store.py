@@ -7,7 +7,8 @@ process-level lock serialises our own writers so no event is lost. An annotation
 Why ``updated_at`` and tombstones: Label Studio retries webhooks and sends them from worker queues, so events
 arrive late and out of order. A write older than the stored version (Label Studio's ``updated_at``) is ignored,
 so a retried ``ANNOTATION_CREATED`` never overwrites a newer ``ANNOTATION_UPDATED``; a deleted annotation or task
-leaves a tombstone, so a late create never resurrects it.
+leaves a tombstone, so a late create never resurrects it. Tombstones are kept only for ids the store had seen
+(an annotation it held, a task it held annotations of or served a pre-label), at most ``MAX_TOMBSTONES``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ CREATE TABLE IF NOT EXISTS tombstones (
 MAX_ID = 2**63 - 1
 
 STORED, STALE, DELETED = "stored", "stale", "deleted"
+#: Most tombstones kept (the oldest go first): each is a deleted id the store had seen
+MAX_TOMBSTONES = 100_000
+_CHUNK = 500  # ids per SQL statement (SQLite's host-parameter limit is 999 on older builds)
 
 
 def parse_id(value: Any, what: str = "annotation id") -> int:
@@ -122,8 +126,9 @@ class WriteOutcome:
 class TrainingStore:
     """Annotations received from Label Studio, with a monotonically increasing sequence number per write."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_tombstones: int = MAX_TOMBSTONES) -> None:
         self.path = Path(path)
+        self.max_tombstones = max(1, int(max_tombstones))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False, isolation_level=None)
@@ -198,44 +203,73 @@ class TrainingStore:
         return WriteOutcome(STORED, seq)
 
     def _bury(self, kind: str, ids: Iterable[int]) -> None:
+        """Tombstones for ``ids`` (which the caller checked the store had seen), then the oldest beyond
+        ``MAX_TOMBSTONES`` are forgotten: an anonymous bulk delete can neither grow the table without bound nor
+        block ids forever."""
         now = time.time()
         self._conn.executemany("INSERT OR REPLACE INTO tombstones(kind, id, deleted_at) VALUES (?, ?, ?)",
                                [(kind, i, now) for i in ids])
+        excess = int(self._conn.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]) - self.max_tombstones
+        if excess > 0:
+            self._conn.execute("DELETE FROM tombstones WHERE rowid IN (SELECT rowid FROM tombstones "
+                               "ORDER BY deleted_at, rowid LIMIT ?)", (excess,))
+
+    def _existing(self, query: str, ids: list[int]) -> list[tuple]:
+        """Rows of ``query`` (with one ``{}`` for an ``IN`` list) for ``ids``, a chunk of ids per statement."""
+        rows: list[tuple] = []
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            rows += self._conn.execute(query.format(",".join("?" * len(chunk))), chunk).fetchall()
+        return rows
 
     def delete(self, annotation_ids: int | Iterable[int]) -> int:
-        """Remove annotations (and remember them as deleted); returns how many were stored."""
+        """Remove annotations (and remember the stored ones as deleted); returns how many were stored.
+
+        Only ids the store holds get a tombstone: a delete of ids it never saw (an anonymous bulk delete of
+        200,000 ids) changes nothing, and cannot block those annotations from being stored later.
+        """
         ids = [parse_id(annotation_ids)] if isinstance(annotation_ids, (int, str)) else [parse_id(i) for i in annotation_ids]
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                removed = sum(self._conn.execute("DELETE FROM annotations WHERE annotation_id = ?", (i,)).rowcount
-                              for i in ids)
-                self._bury("annotation", ids)
+                gone = [r[0] for r in self._existing(
+                    "SELECT annotation_id FROM annotations WHERE annotation_id IN ({})", list(dict.fromkeys(ids)))]
+                for start in range(0, len(gone), _CHUNK):
+                    chunk = gone[start:start + _CHUNK]
+                    self._conn.execute(f"DELETE FROM annotations WHERE annotation_id IN ({','.join('?' * len(chunk))})",
+                                       chunk)
+                self._bury("annotation", gone)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return removed
+        return len(gone)
 
     def delete_tasks(self, task_ids: Iterable[int]) -> int:
-        """Remove every annotation of these tasks (and remember the tasks as deleted); returns how many."""
-        ids = [parse_id(i, "task id") for i in task_ids]
+        """Remove every annotation of these tasks; returns how many.
+
+        A task gets a tombstone (so a late annotation of it is not stored) only when the store has seen it: it
+        holds annotations of it or served it a pre-label. Unknown ids change nothing.
+        """
+        ids = list(dict.fromkeys(parse_id(i, "task id") for i in task_ids))
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                removed = 0
-                for task_id in ids:
-                    gone = [r[0] for r in self._conn.execute(
-                        "SELECT annotation_id FROM annotations WHERE task_id = ?", (task_id,)).fetchall()]
-                    self._conn.execute("DELETE FROM annotations WHERE task_id = ?", (task_id,))
-                    self._bury("annotation", gone)
-                    removed += len(gone)
-                self._bury("task", ids)
+                rows = self._existing("SELECT annotation_id, task_id FROM annotations WHERE task_id IN ({})", ids)
+                gone = [r[0] for r in rows]
+                seen = {r[1] for r in rows}
+                seen |= {r[0] for r in self._existing("SELECT DISTINCT task_id FROM prelabels WHERE task_id IN ({})", ids)}
+                for start in range(0, len(gone), _CHUNK):
+                    chunk = gone[start:start + _CHUNK]
+                    self._conn.execute(f"DELETE FROM annotations WHERE annotation_id IN ({','.join('?' * len(chunk))})",
+                                       chunk)
+                self._bury("annotation", gone)
+                self._bury("task", [i for i in ids if i in seen])
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        return removed
+        return len(gone)
 
     def count(self) -> int:
         with self._lock:

@@ -8,7 +8,6 @@ ids, an image in two splits. Every finding names the record; the whole dataset i
 from __future__ import annotations
 
 import json
-import pickle
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from converters.labelstudio import ImageResolveError, image_size
 from converters.model import Report
-from converters.rrsis import find_rrsis_files, tokenize
+from converters.rrsis import find_rrsis_files, load_refs, tokenize
 from annotate.masks import SegmentationError, to_rle_list
 
 #: Mask area bins (pixels) for the histogram: COCO's small / medium / large split, refined.
@@ -46,10 +45,8 @@ def open_dataset(path: Path, image_dir: Optional[Path] = None) -> Dataset:
         except FileNotFoundError:
             refs_path = None
         if refs_path is not None:
-            with open(refs_path, "rb") as fh:
-                refs = pickle.load(fh)
-            with open(inst_path, encoding="utf-8") as fh:
-                inst = json.load(fh)
+            refs = load_refs(refs_path)
+            inst = _instances(inst_path)
             return Dataset("rrsis", inst_path, Path(image_dir) if image_dir else found_dir, refs_path, inst, refs)
         for name in ("annotations.json", "instances.json"):
             if (path / name).is_file():
@@ -57,11 +54,22 @@ def open_dataset(path: Path, image_dir: Optional[Path] = None) -> Dataset:
                 break
         else:
             raise FileNotFoundError(f"{path}: neither an RRSIS dataset (refs(*).p) nor a COCO folder")
-    with open(path, encoding="utf-8") as fh:
-        inst = json.load(fh)
+    inst = _instances(path)
     guess = path.parent / "images"
     return Dataset("coco", path, Path(image_dir) if image_dir else (guess if guess.is_dir() else path.parent),
                    None, inst)
+
+
+def _instances(path: Path) -> dict:
+    """A COCO instances file as a dict; ``ValueError`` naming the file when it is not JSON or not an object."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            inst = json.load(fh)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path}: not a JSON file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(inst, dict):
+        raise ValueError(f"{path}: holds a JSON {type(inst).__name__}, not a COCO object with images/annotations")
+    return inst
 
 
 def compressed_rle_counts(counts: bytes) -> np.ndarray:
@@ -107,6 +115,40 @@ def check_rle(rle: dict) -> None:
         raise ValueError(f"RLE counts cover {total} pixels, the mask has {h}x{w} = {h * w}")
 
 
+def polygon_overshoot(segm: Any, width: int, height: int) -> float:
+    """How far (px) the farthest polygon point of ``segm`` lies outside the ``width``×``height`` image (0 inside
+    or for RLE); rings that are not lists of numbers count 0 here (decoding reports them)."""
+    rings = segm if isinstance(segm, list) and segm and isinstance(segm[0], (list, tuple)) else (
+        [segm] if isinstance(segm, list) and segm and isinstance(segm[0], (int, float)) else [])
+    worst = 0.0
+    for ring in rings:
+        try:
+            arr = np.asarray(ring, dtype=np.float64).reshape(-1, 2)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if arr.size == 0 or not np.isfinite(arr).all():
+            continue
+        beyond = np.maximum(np.maximum(-arr, arr - np.array([width, height], dtype=np.float64)), 0.0)
+        worst = max(worst, float(beyond.max()))
+    return worst
+
+
+def _list(inst: dict, key: str) -> list:
+    """``inst[key]`` when it is a list (a wrong type is reported once, by the caller), else []."""
+    value = inst.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _hashable(value: Any) -> bool:
+    """An id a record may have: a number or a string (a list or an object cannot key anything)."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool) or value is None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _category_id(ann: dict) -> Any:
     return ann.get("category_id", ann.get("categories_id"))
 
@@ -119,15 +161,24 @@ def validate(ds: Dataset, *, check_images: bool = True) -> Report:
         if not isinstance(inst.get(key), list):
             rep.error(str(ds.instances_path), f"no '{key}' list")
     images: dict[int, dict] = {}
-    for img in inst.get("images") or []:
+    sized: set = set()
+    for k, img in enumerate(_list(inst, "images")):
+        if not isinstance(img, dict):
+            rep.error(f"images[{k}]", f"is a {type(img).__name__}, not an object")
+            continue
         iid = img.get("id")
+        if not _hashable(iid):
+            rep.error(f"images[{k}]", f"id {_short(iid)} is not a number or string")
+            continue
         if iid in images:
             rep.error(f"image {iid}", "duplicate image id")
         images[iid] = img
         w, h = img.get("width"), img.get("height")
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            rep.error(f"image {iid}", f"bad width/height {w}x{h}")
+        if not (isinstance(w, int) and isinstance(h, int) and not isinstance(w, bool) and not isinstance(h, bool)
+                and w > 0 and h > 0):
+            rep.error(f"image {iid}", f"bad width/height {_short(w)}x{_short(h)}")
             continue
+        sized.add(iid)
         if check_images and ds.image_dir is not None:
             f = ds.image_dir / str(img.get("file_name"))
             if not f.is_file():
@@ -143,12 +194,18 @@ def validate(ds: Dataset, *, check_images: bool = True) -> Report:
                                   f"file is {fw}x{fh_}, images[] says {w}x{h}")
     rep.counts["images"] = len(images)
     cat_ids: set = set()
-    for cat in inst.get("categories") or []:
+    for k, cat in enumerate(_list(inst, "categories")):
+        if not isinstance(cat, dict) or not _hashable(cat.get("id")):
+            rep.error(f"categories[{k}]", "is not an object with a number or string id")
+            continue
         if cat.get("id") in cat_ids:
             rep.error(f"category {cat.get('id')}", "duplicate category id")
         cat_ids.add(cat.get("id"))
     anns: dict[int, dict] = {}
-    for ann in inst.get("annotations") or []:
+    for k, ann in enumerate(_list(inst, "annotations")):
+        if not isinstance(ann, dict) or not _hashable(ann.get("id")) or not _hashable(ann.get("image_id")):
+            rep.error(f"annotations[{k}]", "is not an object with number or string id and image_id")
+            continue
         aid = ann.get("id")
         where = f"annotation {aid}"
         if aid in anns:
@@ -158,9 +215,13 @@ def validate(ds: Dataset, *, check_images: bool = True) -> Report:
         if img is None:
             rep.error(where, f"image_id {ann.get('image_id')} is not in images[]")
             continue
-        if _category_id(ann) not in cat_ids:
-            known = ", ".join(f"{c.get('id')} ({c.get('name')})" for c in (inst.get("categories") or [])[:20])
-            rep.error(where, f"category {_category_id(ann)} is not in categories[] (it has: {known or 'none'})")
+        if not _hashable(_category_id(ann)) or _category_id(ann) not in cat_ids:
+            known = ", ".join(f"{c.get('id')} ({c.get('name')})" for c in _list(inst, "categories")[:20]
+                              if isinstance(c, dict))
+            rep.error(where, f"category {_short(_category_id(ann))} is not in categories[] (it has: {known or 'none'})")
+        if ann.get("image_id") not in sized:
+            rep.error(where, f"image {ann.get('image_id')} has no valid width/height to decode the mask on")
+            continue
         h, w = int(img["height"]), int(img["width"])
         try:
             rles = to_rle_list(ann.get("segmentation"), h, w)
@@ -169,15 +230,22 @@ def validate(ds: Dataset, *, check_images: bool = True) -> Report:
             rle = mask_utils.merge(rles) if len(rles) > 1 else rles[0]
             area = int(mask_utils.area(rle))
             mx, my, mw, mh = (float(v) for v in mask_utils.toBbox(rle))
-        except (SegmentationError, TypeError, ValueError, UnicodeEncodeError) as exc:
-            rep.error(where, f"mask does not decode: {exc}")
+        except (SegmentationError, TypeError, ValueError, UnicodeEncodeError, OverflowError, KeyError) as exc:
+            rep.error(where, f"mask does not decode: {str(exc)[:300]}")
             continue
+        overshoot = polygon_overshoot(ann.get("segmentation"), w, h)
+        if overshoot > max(w, h):  # a corrupt coordinate: the mask is the polygon clipped to the image
+            rep.error(where, f"a polygon point lies {overshoot:.3g} px outside the {w}x{h} image")
+        elif overshoot > 1:
+            rep.warnings.append(f"{where}: a polygon point lies {overshoot:.3g} px outside the {w}x{h} image "
+                                "(the mask is cut at the border)")
         if area == 0:
             rep.error(where, "empty mask")
         box = ann.get("bbox")
         if box is not None:
-            if not (isinstance(box, (list, tuple)) and len(box) == 4):
-                rep.error(where, f"bbox {box} is not 4 numbers")
+            if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e15 for v in box)):
+                rep.error(where, f"bbox {_short(box)} is not 4 numbers")
             else:
                 x, y, bw, bh = (float(v) for v in box)
                 if x < 0 or y < 0 or bw < 0 or bh < 0 or x + bw > w + 0.5 or y + bh > h + 0.5:
@@ -199,7 +267,10 @@ def _validate_refs(refs: list[dict], anns: dict, images: dict, rep: Report) -> N
     split_of_image: dict[Any, str] = {}
     for ref in refs:
         rid = ref.get("ref_id")
-        where = f"ref {rid}"
+        where = f"ref {_short(rid)}"
+        if not all(_hashable(ref.get(k)) for k in ("ref_id", "ann_id", "image_id", "split")):
+            rep.error(where, "ref_id, ann_id, image_id and split must be numbers or strings")
+            continue
         if rid in ref_ids:
             rep.error(where, "duplicate ref_id")
         ref_ids.add(rid)
@@ -218,6 +289,9 @@ def _validate_refs(refs: list[dict], anns: dict, images: dict, rep: Report) -> N
             if prev != split:
                 rep.error(where, f"image {ref.get('image_id')} is in two splits ({prev!r} and {split!r})")
         sents = ref.get("sentences") or []
+        if not isinstance(sents, list) or not all(isinstance(x, dict) for x in sents):
+            rep.error(where, "sentences must be a list of objects")
+            continue
         if not sents:
             rep.error(where, "no sentences")
         ids = [s.get("sent_id") for s in sents]
@@ -242,8 +316,9 @@ def area_bin_labels() -> list[str]:
 def stats(ds: Dataset) -> dict:
     """Counts per split and category, expression lengths (tokens) and the mask-area histogram."""
     inst = ds.instances
-    images = {i["id"]: i for i in inst.get("images", [])}
-    cats = {c["id"]: str(c.get("name", c["id"])) for c in inst.get("categories", [])}
+    images = {i["id"]: i for i in _list(inst, "images") if isinstance(i, dict) and _hashable(i.get("id"))}
+    cats = {c["id"]: str(c.get("name", c["id"])) for c in _list(inst, "categories")
+            if isinstance(c, dict) and _hashable(c.get("id"))}
     ann_split: dict[Any, str] = {}
     per_split: Counter = Counter()
     per_cat_split: dict[str, Counter] = defaultdict(Counter)
@@ -251,22 +326,28 @@ def stats(ds: Dataset) -> dict:
     images_per_split: dict[str, set] = defaultdict(set)
     if ds.refs is not None:
         for ref in ds.refs:
+            if not all(_hashable(ref.get(k)) for k in ("ann_id", "image_id", "category_id")):
+                continue  # validate names it
             split = str(ref.get("split", "?"))
             ann_split[ref.get("ann_id")] = split
             per_split[split] += 1
             images_per_split[split].add(ref.get("image_id"))
             per_cat_split[cats.get(ref.get("category_id"), str(ref.get("category_id")))][split] += 1
-            for s in ref.get("sentences", []):
+            for s in (ref.get("sentences") if isinstance(ref.get("sentences"), list) else []):
+                if not isinstance(s, dict):
+                    continue
                 lengths.append(len(s.get("tokens") or tokenize(str(s.get("raw") or s.get("sent") or ""))))
     hist = np.zeros(len(AREA_BINS), dtype=int)
-    for ann in inst.get("annotations", []):
+    for ann in _list(inst, "annotations"):
+        if not isinstance(ann, dict) or not _hashable(ann.get("image_id")):
+            continue
         img = images.get(ann.get("image_id"))
         if img is None:
             continue
         try:
             rles = to_rle_list(ann.get("segmentation"), int(img["height"]), int(img["width"]))
             area = int(mask_utils.area(mask_utils.merge(rles) if len(rles) > 1 else rles[0]))
-        except (SegmentationError, TypeError, ValueError):
+        except (SegmentationError, TypeError, ValueError, OverflowError, KeyError):
             continue
         hist[int(np.searchsorted(AREA_BINS, area, side="right")) - 1] += 1
         if ds.refs is None:
@@ -278,7 +359,7 @@ def stats(ds: Dataset) -> dict:
     if lengths:
         exprs = {"count": len(lengths), "min": min(lengths), "mean": round(statistics.fmean(lengths), 2),
                  "median": statistics.median(lengths), "max": max(lengths)}
-    return {"kind": ds.kind, "images": len(images), "annotations": len(inst.get("annotations", [])),
+    return {"kind": ds.kind, "images": len(images), "annotations": len(_list(inst, "annotations")),
             "per_split": dict(per_split), "images_per_split": {k: len(v) for k, v in images_per_split.items()},
             "per_category": {k: dict(v) for k, v in sorted(per_cat_split.items())},
             "expression_tokens": exprs, "area_histogram": dict(zip(area_bin_labels(), hist.tolist()))}

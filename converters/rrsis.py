@@ -237,6 +237,44 @@ class RefRecord:
                          split=self.split or None, where=f"ref {self.ref_id}")
 
 
+class RefsFileError(ValueError):
+    """A ``refs(*).p`` that is not a plain pickle of a list of ref dicts (the message names the file)."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads only what the refs format holds: lists, dicts, tuples, strings, bytes, numbers, booleans, None.
+
+    Why: unpickling calls any importable function a file names (``os.system`` included), and a ``refs(unc).p``
+    comes from a downloaded dataset. Those plain types need no global at all; the only globals allowed are the
+    ``set``/``frozenset`` constructors (Python 2 pickles name them), which run nothing.
+    """
+
+    _ALLOWED = {("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"), ("__builtin__", "frozenset")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return set if name == "set" else frozenset
+        raise pickle.UnpicklingError(f"it names the global {module}.{name}; a refs file holds only lists, dicts, "
+                                     "strings and numbers, so nothing else is loaded (no code from a dataset runs)")
+
+
+def load_refs(path: Path) -> list[dict]:
+    """The ref dicts of a ``refs(*).p``, unpickled with :class:`_PlainUnpickler`; ``RefsFileError`` otherwise."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            refs = _PlainUnpickler(fh).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            UnicodeDecodeError, MemoryError, RecursionError, OverflowError) as exc:
+        raise RefsFileError(f"{path}: not a readable refs pickle ({type(exc).__name__}: {exc})") from None
+    if not isinstance(refs, list):
+        raise RefsFileError(f"{path}: holds a {type(refs).__name__}, not a list of refs")
+    bad = next((i for i, r in enumerate(refs) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise RefsFileError(f"{path}: ref #{bad} is a {type(refs[bad]).__name__}, not a dict")
+    return refs
+
+
 def find_rrsis_files(root: Path, dataset_name: Optional[str] = None) -> tuple[Path, Path, Path]:
     """(refs pickle, instances.json, image folder) for a root in the layout above, or the dataset folder itself."""
     root = Path(root)
@@ -273,8 +311,7 @@ def read_rrsis(root: Path, split: Optional[str] = None, *, dataset_name: Optiona
     """
     refs_path, inst_path, found_dir = find_rrsis_files(Path(root), dataset_name)
     image_dir = Path(image_dir) if image_dir is not None else found_dir
-    with open(refs_path, "rb") as fh:
-        refs = pickle.load(fh)
+    refs = load_refs(refs_path)
     with open(inst_path, encoding="utf-8") as fh:
         inst = json.load(fh)
     images = {int(i["id"]): i for i in inst.get("images", [])}

@@ -212,6 +212,28 @@ def _model_card(meta: dict[str, Any], val: Optional[BoxScores]) -> str:
     return "\n".join(lines)
 
 
+def _load_state(path: Path, log: Callable[[str], None]) -> Optional[dict]:
+    """The checkpoint of an interrupted run, or None (start over) when there is none or it cannot be trusted.
+
+    Read with ``weights_only=True``: tensors, numbers, strings, lists and dicts, which is all the checkpoint
+    holds; a full unpickle would run any code a planted ``training_state.pt`` names. A checkpoint that is not
+    of that shape (truncated, foreign, or naming code) is set aside with a message and the run starts over.
+    """
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(state, dict) and isinstance(state.get("epoch"), int) and isinstance(state.get("model"), dict)
+                and isinstance(state.get("optimizer"), dict) and isinstance(state.get("history"), list)):
+            raise ValueError("not a training checkpoint (epoch, model, optimizer, history)")
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        log(f"not resuming from {path.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "starting over")
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
 def train_grounder(
     train_samples: Sequence[GroundingSample],
     val_samples: Sequence[GroundingSample],
@@ -254,9 +276,8 @@ def train_grounder(
     if not resume:
         shutil.rmtree(work)
         work = store.staging(f"{KIND}-{signature}")
-    state = None
-    if (work / STATE_FILE).is_file():
-        state = torch.load(work / STATE_FILE, map_location="cpu", weights_only=False)
+    state = _load_state(work / STATE_FILE, log)
+    if state is not None:
         log(f"resuming the interrupted run in {work} after epoch {state['epoch']}")
 
     _seed_everything(config.seed)

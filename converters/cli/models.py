@@ -169,7 +169,7 @@ def versions_command(
     from rich.console import Console
     from rich.table import Table
 
-    from annotate.modelstore import ModelStoreError
+    from annotate.modelstore import ModelStoreError, printable
 
     store = _store(directory)
     try:
@@ -186,7 +186,8 @@ def versions_command(
     for v in versions:
         card = v.card
         acc = ((card.metrics or {}).get("val") or {}).get("acc@0.5") if card else None
-        status = f"bad: {v.bad}" if v.bad else (f"not served: {v.not_served}" if v.not_served else (v.card_error or "ok"))
+        status = (f"bad: {printable(v.bad)}" if v.bad else (f"not served: {printable(v.not_served)}" if v.not_served
+                  else (printable(v.card_error) if v.card_error else "ok")))
         table.add_row(v.name, card.kind if card else "?", "yes" if v.name in served else "",
                       (card.parent or "") if card else "", str(card.samples if card and card.samples is not None else ""),
                       f"{acc:.3f}" if isinstance(acc, (int, float)) else "", card.created_at if card else "",
@@ -236,14 +237,14 @@ def mark_bad_command(
     \b
       pslg models mark-bad models/ v0003 --reason "worse on val"
     """
-    from annotate.modelstore import ModelStoreError
+    from annotate.modelstore import ModelStoreError, printable
 
     store = _store(directory)
     try:
         marked = store.unmark(version) if undo else store.mark_bad(version, reason)
     except (ModelStoreError, OSError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"{directory}: {marked.name} {'may be served again' if undo else 'is marked bad: ' + reason}")
+    typer.echo(f"{directory}: {marked.name} {'may be served again' if undo else 'is marked bad: ' + printable(marked.bad)}")
 
 
 def register(app: typer.Typer) -> None:

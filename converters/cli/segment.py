@@ -22,7 +22,7 @@ from annotate.image_io import DEFAULT_MAX_PIXELS
 from converters.cli.common import check_writable_folder, model_spec_problem, print_table, write_error
 from converters.cli.segment_overlay import render_overlay
 from converters.cli.segment_prompts import parse_numbers, prompt_from_json, read_prompts_file
-from converters.cli.segment_results import remove_stale_masks, result_entry, write_png
+from converters.cli.segment_results import output_conflicts, owned_files, remove_stale_masks, result_entry, write_png
 
 EXIT_PROMPT_FAILED = 1
 EXIT_USAGE = 2
@@ -77,7 +77,7 @@ def _fail(message: str) -> "typer.Exit":
 
 def segment(
     image: Path = typer.Argument(..., help="Image to segment: PNG, JPEG, TIFF or GeoTIFF (grayscale, 16-bit and multi-band are converted to 8-bit RGB).", show_default=False),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for mask PNGs, overlay.png and results.json (created if missing; mask files of an earlier run there are replaced).", show_default=False),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for mask PNGs, overlay.png and results.json (created if missing; files of an earlier run there are replaced, no other file is touched).", show_default=False),
     box: Optional[str] = typer.Option(None, "--box", "-b", metavar="X0,Y0,X1,Y1", help="Box around the object, in pixels."),
     point: list[str] = typer.Option([], "--point", "-p", metavar="X,Y", help="A point on the object (repeatable)."),
     negative_point: list[str] = typer.Option([], "--negative-point", "-n", metavar="X,Y", help="A point NOT on the object (repeatable)."),
@@ -137,6 +137,14 @@ def segment(
     except (ImageLoadError, OSError) as exc:
         raise _fail(str(exc) if str(image) in str(exc) else f"cannot read image {image}: {exc}") from None
     rgb = loaded.rgb
+    georeferenced = loaded.crs is not None or loaded.transform is not None
+    masks = ["mask.png"] if single else [f"mask_{i:03d}.png" for i in range(len(entries))]
+    planned = masks + ([Path(m).with_suffix(".tif").name for m in masks] if georeferenced else []) + [
+        "overlay.png", "results.json"]
+    conflicts = output_conflicts(out_dir, planned, [image, prompts])
+    if conflicts:  # the output writer touches only files it owns
+        raise _fail("would overwrite files this command did not write: " + "; ".join(conflicts[:5])
+                    + "; choose another --out folder")
 
     from annotate.device import DeviceError
     from annotate.extras import MissingExtraError
@@ -188,14 +196,16 @@ def segment(
 
 
 def _write_outputs(out_dir: Path, entries: list, results: list, loaded: Any, single: bool, version: str) -> list[dict]:
-    """Mask files, overlay.png and results.json; mask files of an earlier run that this one did not write are
-    removed, so the folder describes this run only. Returns the results.json records."""
+    """Mask files, overlay.png and results.json; mask files an earlier run wrote (named by its results.json) that
+    this one did not write are removed, so the folder describes this run only; no other file is touched.
+    Returns the results.json records."""
     import numpy as np
 
     from annotate.image_io import write_georeferenced_mask
 
     rgb = loaded.rgb
     out_dir.mkdir(parents=True, exist_ok=True)
+    owned = owned_files(out_dir)  # before this run's results.json replaces the earlier one
     georeferenced = loaded.crs is not None or loaded.transform is not None
     records = []
     for i, ((p, txt, _), r) in enumerate(zip(entries, results)):
@@ -212,7 +222,7 @@ def _write_outputs(out_dir: Path, entries: list, results: list, loaded: Any, sin
     user_points = [len(p.points) if p is not None else 0 for p, _, _ in entries]
     write_png(out_dir / "overlay.png", render_overlay(rgb, results, user_points))
     atomic_write_bytes(out_dir / "results.json", (json.dumps(records, indent=2) + "\n").encode("utf-8"))
-    remove_stale_masks(out_dir, [n for rec in records for n in (rec["mask_file"], rec.get("geo_mask_file")) if n])
+    remove_stale_masks(out_dir, [n for rec in records for n in (rec["mask_file"], rec.get("geo_mask_file")) if n], owned)
     return records
 
 

@@ -48,16 +48,56 @@ def result_entry(result: Any, text: Optional[str], mask_file: Optional[str], mod
     }
 
 
-def remove_stale_masks(out_dir: Path, keep: Iterable[str]) -> list[str]:
-    """Delete mask files of an earlier run in ``out_dir`` that this run did not write; returns their names.
+def owned_files(out_dir: Path) -> set[str]:
+    """The files of ``out_dir`` an earlier ``pslg segment`` wrote: its ``results.json``, ``overlay.png`` and the
+    mask files that results.json names. Empty when there is no results.json of ours (then nothing there is ours).
+    """
+    import json
+
+    try:
+        records = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "mask_file" in r for r in records):
+        return set()
+    names = {"results.json", "overlay.png"}
+    for record in records:
+        for key in ("mask_file", "geo_mask_file"):
+            name = record.get(key)
+            if isinstance(name, str) and MASK_FILE.fullmatch(name):
+                names.add(name)
+    return names
+
+
+def output_conflicts(out_dir: Path, planned: Iterable[str], inputs: Iterable[Path]) -> list[str]:
+    """Files a run would overwrite that are not its own: an input (the image, the prompts file), or a file an
+    earlier run did not write (a user's ``mask.tif``). The run refuses instead of replacing them."""
+    owned = owned_files(out_dir)
+    sources = [Path(p) for p in inputs if p is not None]
+    conflicts = []
+    for name in planned:
+        target = out_dir / name
+        if not target.exists():
+            continue
+        if any(src.exists() and target.samefile(src) for src in sources):
+            conflicts.append(f"{target} (an input of this run)")
+        elif name not in owned:
+            conflicts.append(f"{target} (not written by an earlier pslg segment)")
+    return conflicts
+
+
+def remove_stale_masks(out_dir: Path, keep: Iterable[str], owned: Iterable[str]) -> list[str]:
+    """Delete mask files an earlier run wrote in ``out_dir`` (``owned``, from its results.json) that this run
+    did not write; returns their names. Files no run of ours wrote are never touched.
 
     A rerun with fewer prompts would otherwise leave ``mask_007.png`` beside a ``results.json`` that no longer
     mentions it, and a reader globbing ``mask_*.png`` would pick it up.
     """
     kept = set(keep)
     removed = []
-    for path in sorted(out_dir.iterdir()):
-        if path.is_file() and MASK_FILE.fullmatch(path.name) and path.name not in kept:
+    for name in sorted(set(owned)):
+        path = out_dir / name
+        if MASK_FILE.fullmatch(name) and name not in kept and path.is_file():
             path.unlink()
-            removed.append(path.name)
+            removed.append(name)
     return removed

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from converters.labelstudio.label_matcher import LabelMatcher
+
 #: The task data key of the referring expression when the config names none (the converters' importer writes it).
 DEFAULT_EXPRESSION_KEY = "expression"
 #: Task data keys read for the expression after the config's own (datasets spell it many ways).
@@ -181,13 +183,17 @@ class LabelSchema:
         for candidate in [hint] + [data.get(k) for k in LABEL_KEYS]:
             if isinstance(candidate, str) and _norm(candidate) in norm:
                 return norm[_norm(candidate)]
-        if expression:
-            text = f" {_norm(expression)} "
-            found = [lab for key, lab in norm.items()
-                     if key and re.search(rf"(?<![a-z0-9]){re.escape(key)}s?(?![a-z0-9])", text)]
-            if found:
-                return max(found, key=len)
-        return labels[0]
+        found = self._label_matcher().find(expression)
+        return found if found is not None else labels[0]
+
+    def _label_matcher(self) -> LabelMatcher:
+        """The one matcher of this config's labels (built on first use: a config may hold 20,000 labels)."""
+        labels = tuple(self.labels or ())
+        cached = self.__dict__.get("_matcher")
+        if cached is None or cached[0] != labels:
+            cached = (labels, LabelMatcher(labels))
+            self.__dict__["_matcher"] = cached
+        return cached[1]
 
     def rect_label(self, label: Optional[str]) -> Optional[str]:
         """The RectangleLabels label for a box around a region labelled ``label`` (same label, else the first)."""

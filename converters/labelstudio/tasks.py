@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 from annotate.geometry import percent_to_pixels_box, percent_to_pixels_point, xywh_to_xyxy
@@ -18,16 +19,38 @@ def task_box(data: dict[str, Any], width: int, height: int) -> Optional[Box]:
     xyxy = data.get("bbox_xyxy")
     if xyxy is not None:
         if not (isinstance(xyxy, (list, tuple)) and len(xyxy) == 4):
-            raise ValueError(f"task bbox_xyxy {xyxy!r} is not [x0, y0, x1, y1] in pixels")
-        return tuple(float(v) for v in xyxy)  # type: ignore[return-value]
+            raise ValueError(f"task bbox_xyxy {_short(xyxy)} is not [x0, y0, x1, y1] in pixels")
+        return tuple(_finite(v, "bbox_xyxy") for v in xyxy)  # type: ignore[return-value]
     raw = data.get("bbox")
     if raw is None:
         return None
     if isinstance(raw, dict) and {"x", "y", "width", "height"} <= raw.keys():
-        return percent_to_pixels_box(raw, width, height)
+        return percent_to_pixels_box({k: _finite(raw[k], "bbox") for k in ("x", "y", "width", "height")}, width, height)
     if isinstance(raw, (list, tuple)) and len(raw) == 4:
-        return xywh_to_xyxy(raw)
-    raise ValueError(f"task bbox {raw!r} is neither [x, y, w, h] in pixels nor {{x, y, width, height}} in percent")
+        return xywh_to_xyxy([_finite(v, "bbox") for v in raw])
+    raise ValueError(f"task bbox {_short(raw)} is neither [x, y, w, h] in pixels nor {{x, y, width, height}} in percent")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to ``limit`` characters (a task field may be megabytes, or nested too deep to print)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _finite(value: Any, what: str) -> float:
+    """A box coordinate: an int or float (not a bool, string or container) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"task {what} holds {_short(value)}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"task {what} holds a number too large for a coordinate") from None
+    if not math.isfinite(number) or abs(number) > 1e12:
+        raise ValueError(f"task {what} holds {_short(value)}, not a coordinate")
+    return number
 
 
 def context_prompt(context: dict[str, Any], width: int, height: int) -> tuple[Prompt, Optional[str]]:

@@ -245,11 +245,16 @@ def test_per_region_config_echoes_the_expression_on_the_mask(make_client, scene)
 
 
 def test_setup_credentials_are_the_fallback(make_client):
-    client = make_client()
+    """Without LABEL_STUDIO_URL an authenticated /setup names the project's host (an anonymous one does not:
+    tests/security/test_setup.py)."""
+    import base64
+
+    client = make_client(basic_auth_user="ls", basic_auth_pass="pw")
     runtime = client.application.config["PSLG_RUNTIME"]
     assert runtime.fetcher("4").auth is None
     client.post("/setup", json={"project": "4.99", "schema": CONFIG, "hostname": "http://ls.example:8080/",
-                                "access_token": "f" * 40})
+                                "access_token": "f" * 40},
+                headers={"Authorization": "Basic " + base64.b64encode(b"ls:pw").decode()})
     auth = runtime.fetcher("4").auth
     assert auth.url == "http://ls.example:8080" and auth.kind == "legacy"
     assert "f" * 40 not in repr(auth)

@@ -82,3 +82,16 @@ def test_versions_shows_each_retrains_outcome_and_why_a_candidate_was_not_served
     rows = [line for line in res.output.splitlines() if "shape-priors" in line]
     assert "yes" in rows[0] and "yes" not in rows[1] and "not served: no class" in rows[1]
     assert f"v0001: {served}" in res.output and f"v0002: {lost}" in res.output
+
+
+def test_a_reason_with_terminal_escapes_is_printed_inert(store: ModelStore) -> None:
+    """Issue 17 item 6: ``mark-bad --reason`` echoed (and stored) raw escape sequences, which drive a terminal."""
+    reason = "worse\x1b[2J\x1b]0;owned\x07 on val\r\x9b31m"
+    res = runner.invoke(app, ["models", "mark-bad", str(store.root), "3", "--reason", reason])
+    assert res.exit_code == 0, res.output
+    assert not any(c in res.output for c in "\x1b\x07\r\x9b") and "\\x1b[2J" in res.output
+    stored = json.loads((store.root / "store.json").read_text())["bad"]["v0003"]
+    assert not any(c in stored for c in "\x1b\x07\r\x9b") and stored.startswith("worse\\x1b[2J")
+    (store.root / "store.json").write_text(json.dumps({"format": 1, "bad": {"v0002": "old\x1b[31mred"}}))
+    listed = runner.invoke(app, ["models", "versions", str(store.root)])
+    assert listed.exit_code == 0 and "\x1b" not in listed.output and "\\x1b[31m" in "".join(listed.output.split())

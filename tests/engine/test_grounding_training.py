@@ -145,3 +145,41 @@ def test_owlv2_base_and_empty_data_are_refused(data: Path, owlv2_dir: Path, gdin
         train_grounder(train, [], owlv2_dir, tmp_path, TrainConfig(epochs=1), device="cpu", progress=False)
     with pytest.raises(GroundingError, match="no usable training"):
         train_grounder([], [], gdino_dir, tmp_path, TrainConfig(epochs=1), device="cpu", progress=False)
+
+
+class _PlantedCode:
+    """Unpickling this runs ``exec`` (what a planted checkpoint would do with ``os.system``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def test_a_planted_checkpoint_runs_no_code_and_the_run_starts_over(data: Path, gdino_dir: Path, tmp_path: Path) -> None:
+    """Issue 17 item 3: ``training_state.pt`` was read with ``torch.load(weights_only=False)``."""
+    import torch
+
+    train = samples_from_records(read_rrsis(data, "train"))
+    config = TrainConfig(epochs=1, lr=1e-3, batch_size=2, seed=0)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_first_epoch(message: str) -> None:
+        if message.startswith("epoch 1/"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_grounder(train, [], gdino_dir, tmp_path / "store", config, device="cpu", progress=False,
+                       log=stop_at_first_epoch)
+    [partial] = [p for p in (tmp_path / "store").iterdir() if p.name.startswith(".staging-")]
+    marker = tmp_path / "code-ran"
+    torch.save({"epoch": 1, "payload": _PlantedCode(marker)}, partial / "training_state.pt")
+    logs: list[str] = []
+    result = train_grounder(train, [], gdino_dir, tmp_path / "store", config, device="cpu", progress=False,
+                            log=logs.append)
+    assert not marker.exists()
+    assert result.resumed_from_epoch == 0 and result.path.name == "v0001"
+    assert any(m.startswith("not resuming from training_state.pt") for m in logs), logs

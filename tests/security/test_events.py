@@ -55,10 +55,32 @@ def test_deleted_annotations_and_tasks_do_not_resurrect(make_app):
     client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 3}, "annotations": [{"id": 8}]})
     late = client.post("/webhook", json=_event("ANNOTATION_CREATED", _annotation(8, 80, "2026-01-01T10:00:00Z")))
     assert late.get_json()["status"] == "deleted"
+    client.post("/webhook", json=_event("ANNOTATION_CREATED", _annotation(10, 90, "2026-01-01T10:00:00Z")))
     client.post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 3}, "tasks": [{"id": 90}]})
     other = client.post("/webhook", json=_event("ANNOTATION_CREATED", _annotation(9, 90, "2026-01-01T10:00:00Z")))
     assert other.get_json()["status"] == "deleted"
     assert _stored(client) == {}
+
+
+def test_deletes_of_unseen_ids_leave_no_tombstones_and_tombstones_are_bounded(make_app):
+    """Issue 17 item 5: an anonymous TASKS_DELETED of 200,000 ids wrote 400,000 tombstones that blocked those ids
+    from ever being stored."""
+    client = make_app()
+    store = client.application.config["PSLG_RUNTIME"].store
+    r = client.post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 3},
+                                      "tasks": [{"id": i} for i in range(200_000)]})
+    assert r.status_code == 201 and r.get_json()["deleted"] == 0
+    client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 3},
+                                  "annotations": [{"id": i} for i in range(50_000)]})
+    assert store._conn.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0] == 0
+    late = client.post("/webhook", json=_event("ANNOTATION_CREATED", _annotation(12, 120, "2026-01-01T10:00:00Z")))
+    assert late.get_json()["status"] == "stored"
+    store.max_tombstones = 3  # the bound: the oldest tombstones go first
+    for aid in range(20, 26):
+        client.post("/webhook", json=_event("ANNOTATION_CREATED", _annotation(aid, 200 + aid, "2026-01-01T10:00:00Z")))
+        client.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 3}, "annotations": [{"id": aid}]})
+    kept = [r[0] for r in store._conn.execute("SELECT id FROM tombstones WHERE kind='annotation' ORDER BY id")]
+    assert kept == [23, 24, 25]
 
 
 @pytest.mark.parametrize("bad_id", [12.9, True, 2**63, -1, "12.9", "١٢", None, [12]])

@@ -32,8 +32,9 @@ class Backend:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_backend(tmp: Path, env_extra: dict[str, str]) -> Backend:
-    """`pslg serve` (gunicorn, 1 worker) on a free port, waiting until /health says the models are ready."""
+def start_backend(tmp: Path, env_extra: dict[str, str], auth: Optional[tuple[str, str]] = None) -> Backend:
+    """`pslg serve` (gunicorn, 1 worker) on a free port, waiting until /health says the models are ready
+    (asked with ``auth``, the Basic-auth user and password, when the backend requires them)."""
     port = free_port()
     model_dir = tmp / "model"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABEL_STUDIO_", "PSLG_SAM", "PSLG_GROUNDING", "BASIC_AUTH"))}
@@ -49,7 +50,7 @@ def start_backend(tmp: Path, env_extra: dict[str, str]) -> Backend:
         if proc.poll() is not None:
             raise AssertionError(f"pslg serve exited: {log.read_text()[-3000:]}")
         try:
-            if requests.get(f"{backend.url}/health", timeout=2).json().get("ready"):
+            if requests.get(f"{backend.url}/health", timeout=2, auth=auth).json().get("ready"):
                 return backend
         except (requests.RequestException, ValueError):
             pass
