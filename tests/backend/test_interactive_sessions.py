@@ -13,21 +13,11 @@ import pytest
 
 from annotate.geometry import mask_iou
 from backend.sessions import Session, Sessions
-from converters.labelstudio.brush import brush_rle_decode
 from converters.labelstudio.regions import brush_region
+from tests.backend.test_protocol import _brush, _mask
 from tests.support.scenes import CONFIG, task_for
 
 W, H = 200, 160
-
-
-def _brush(prediction: dict) -> dict:
-    regions = [r for r in prediction["result"] if r.get("type") == "brushlabels"]
-    assert len(regions) == 1, prediction
-    return regions[0]
-
-
-def _mask(region: dict) -> np.ndarray:
-    return brush_rle_decode(region["value"]["rle"], region["original_height"], region["original_width"])
 
 
 def _keypoint(x: float, y: float, positive: bool = True) -> dict:
