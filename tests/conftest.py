@@ -22,6 +22,8 @@ NEEDS_TORCH = [
     "engine/test_grounding_models.py",
     "engine/test_grounding_training.py",
     "engine/test_sam.py",
+    "engine/test_sam_clicks.py",
+    "engine/test_noc_bench.py",
 ]
 collect_ignore = NEEDS_TORCH if importlib.util.find_spec("torch") is None else []
 

@@ -369,7 +369,8 @@ def test_sigterm_stops_the_worker_processes_and_says_interrupted(tmp_path):
     import time
 
     tasks_json, root, tasks, _ = _project(tmp_path, scenes=2, missing=False)
-    many = [{"id": 1000 + i, "data": dict(tasks[i % len(tasks)]["data"])} for i in range(600)]
+    # enough tasks that the job is still running when the signal comes, however idle the machine (600 took 1.8 s)
+    many = [{"id": 1000 + i, "data": dict(tasks[i % len(tasks)]["data"])} for i in range(30000)]
     tasks_json.write_text(json.dumps(many))
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "converters.cli.main", "prelabel", str(tasks_json), "--out",
@@ -409,7 +410,7 @@ def test_workers_of_a_killed_command_do_not_linger(tmp_path):
     import time
 
     tasks_json, root, tasks, _ = _project(tmp_path, scenes=1, missing=False)
-    tasks_json.write_text(json.dumps([{"id": 1000 + i, "data": dict(tasks[i % len(tasks)]["data"])} for i in range(300)]))
+    tasks_json.write_text(json.dumps([{"id": 1000 + i, "data": dict(tasks[i % len(tasks)]["data"])} for i in range(20000)]))
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "converters.cli.main", "prelabel", str(tasks_json), "--out",
                              str(tmp_path / "o.json"), "--local-files-root", str(root), "--workers", "2"],
