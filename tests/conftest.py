@@ -63,3 +63,15 @@ def per_region_export(tmp_path: Path):
     from converters.synthetic_export import write_synthetic_export
 
     return write_synthetic_export(tmp_path / "ls", n_images=3, layout="per-region", seed=11)
+
+
+@pytest.fixture(autouse=True)
+def _model_logger_restored():
+    """``pslg prelabel`` run in-process (CliRunner) quiets the model's per-task warnings for its process
+    (``backend.prelabel.worker.quiet_task_warnings``); later tests in the same process must see them again."""
+    import logging
+
+    logger = logging.getLogger("pslg.backend.model")
+    saved = logger.propagate, list(logger.handlers), logger.level, logger.disabled
+    yield
+    logger.propagate, logger.handlers[:], logger.level, logger.disabled = saved
