@@ -288,3 +288,13 @@ def mask_to_bbox(mask: np.ndarray) -> tuple[float, float, float, float]:
 def mask_area(mask: np.ndarray) -> int:
     """Number of foreground pixels."""
     return int(np.count_nonzero(as_bool_mask(mask)))
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """A short content key of a bool mask (its bit-packed pixels hashed): equal masks, equal keys.
+
+    Why: caches and click sessions are keyed by the mask they started from, which can be megapixels.
+    """
+    import hashlib
+
+    return hashlib.blake2b(np.packbits(np.asarray(mask, bool).ravel()).tobytes(), digest_size=12).hexdigest()

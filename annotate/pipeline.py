@@ -54,13 +54,6 @@ def _shown_mask(prompt: Prompt, height: int, width: int) -> Optional[np.ndarray]
     return mask.astype(bool, copy=False)
 
 
-def _mask_digest(mask: np.ndarray) -> str:
-    """A short content key of a mask (the edit cache keys sessions by the mask they started from)."""
-    import hashlib
-
-    return hashlib.blake2b(np.packbits(mask.ravel()).tobytes(), digest_size=12).hexdigest()
-
-
 class Pipeline:
     """Answers prompts on one image: optional grounding, CFPG point, segmenter, MBO refinement.
 
@@ -188,13 +181,14 @@ class Pipeline:
             # the annotator corrects a mask they see (a pre-label, an earlier answer): the clicks refine *that*
             # mask, with whatever segmenter is loaded, instead of segmenting from the clicks alone
             from annotate.clicks import edit_session
+            from annotate.masks import mask_digest
 
             if image_key is None or image_key != self._edits_key:
                 self._edits.clear()
             self._edits_key = image_key
             clicks = [(pt, lab) for pt, lab in zip(user_points, user_labels)]
             t = time.perf_counter()
-            key = (image_key, "shown", _mask_digest(shown), None if box is None else tuple(round(v, 3) for v in box))
+            key = (image_key, "shown", mask_digest(shown), None if box is None else tuple(round(v, 3) for v in box))
             mask, score = edit_session(rgb, key, lambda: (shown, 1.0), clicks,
                                        self._edits if image_key is not None else None, box=box)
             timings["clicks"] = (time.perf_counter() - t) * 1000.0

@@ -169,7 +169,7 @@ class PSLGModel(LabelStudioMLBase):
             if not result.ok:
                 raise ValueError(result.error)
             if session is not None:
-                from backend.sessions import mask_digest
+                from annotate.masks import mask_digest
 
                 session.last_answer = mask_digest(result.mask)
         except Exception as exc:
@@ -191,7 +191,8 @@ class PSLGModel(LabelStudioMLBase):
         nested under it, else the task's box, else the mask's own extent).
         """
         from annotate.geometry import mask_box
-        from backend.sessions import Sessions, mask_digest
+        from annotate.masks import mask_digest
+        from backend.sessions import Sessions
         from converters.labelstudio.shown import requesting_user, shown_region
 
         sessions = self.runtime.sessions

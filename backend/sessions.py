@@ -20,6 +20,7 @@ from typing import Hashable, Optional, Sequence
 
 import numpy as np
 
+from annotate.masks import mask_digest
 from annotate.types import Box, Point
 
 Click = tuple[Point, int]
@@ -31,13 +32,6 @@ ACCEPT_GRACE_S = 15.0
 
 def _pack(mask: np.ndarray) -> tuple[bytes, tuple[int, int]]:
     return np.packbits(np.asarray(mask, bool).ravel()).tobytes(), tuple(mask.shape)  # type: ignore[return-value]
-
-
-def mask_digest(mask: np.ndarray) -> str:
-    """A short content key of a mask: tells whether the mask a draft shows is one this session produced."""
-    import hashlib
-
-    return hashlib.blake2b(np.packbits(np.asarray(mask, bool).ravel()).tobytes(), digest_size=12).hexdigest()
 
 
 def _unpack(packed: bytes, shape: tuple[int, int]) -> np.ndarray:
@@ -62,14 +56,15 @@ class Session:
     #: the digest of the last answer (a draft that shows it continues the session)
     last_answer: Optional[str] = None
     touched: float = field(default_factory=time.monotonic)
+    #: the content key of the base mask, computed once: every request compares the shown mask with it
+    base_digest: Optional[str] = field(init=False, default=None)
 
     @property
     def nbytes(self) -> int:
         return len(self.base[0]) if self.base else 0
 
-    @property
-    def base_digest(self) -> Optional[str]:
-        return None if self.base is None else mask_digest(_unpack(*self.base))
+    def __post_init__(self) -> None:
+        self.base_digest = None if self.base is None else mask_digest(_unpack(*self.base))
 
     def base_mask(self) -> Optional[np.ndarray]:
         return None if self.base is None else _unpack(*self.base)

@@ -174,7 +174,8 @@ def test_a_box_prompts_mask_stays_in_its_box(positive_outside):
 
 def test_a_session_continues_only_on_the_mask_it_made_or_started_from():
     """Reopening a task (or rejecting the suggestion) drops the clicks; an accepted answer keeps them."""
-    from backend.sessions import _pack, mask_digest
+    from annotate.masks import mask_digest
+    from backend.sessions import _pack
 
     base = np.zeros((20, 20), bool)
     base[5:10, 5:10] = True
