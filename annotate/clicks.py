@@ -364,34 +364,41 @@ def honour_clicks(
     return out
 
 
-class EditCache:
-    """Masks of click sessions, by (base key, clicks so far), so each new click of a session costs one edit.
+class _PrefixCache:
+    """An LRU of click-session values by (base key, clicks so far), bounded in count; thread-safe.
 
-    A session (Label Studio sends the box and every click so far with each request) is replayed from the
-    longest cached prefix of its clicks; masks are stored bit-packed (an 4-MP mask takes 0.5 MB).
+    A session (Label Studio sends every click so far with each request) is replayed from the longest cached
+    prefix of its clicks. Subclasses say how a value is stored (``_encode``) and handed back (``_decode``).
     """
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._items: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int], float]] = OrderedDict()
+        self._items: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()  # the backend answers requests from several threads
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
 
-    def put(self, base: Hashable, clicks: Sequence[tuple[Point, int]], mask: np.ndarray, score: float) -> None:
+    def _encode(self, value):
+        return value
+
+    def _decode(self, stored):
+        return stored
+
+    def _put(self, base: Hashable, clicks: Sequence[tuple[Point, int]], value) -> None:
         if self.size <= 0:
             return
         key = (base, tuple(clicks))
+        stored = self._encode(value)
         with self._lock:
-            self._items[key] = (np.packbits(mask.ravel()), mask.shape, score)
+            self._items[key] = stored
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
-    def longest(self, base: Hashable, clicks: Sequence[tuple[Point, int]]) -> tuple[int, Optional[np.ndarray], float]:
-        """(k, mask, score) of the longest cached prefix ``clicks[:k]``; (0, None, 0.0) when none is cached."""
+    def _longest(self, base: Hashable, clicks: Sequence[tuple[Point, int]]) -> tuple[int, object]:
+        """(k, value) of the longest cached prefix ``clicks[:k]``; (0, None) when none is cached."""
         for k in range(len(clicks), -1, -1):
             key = (base, tuple(clicks[:k]))
             with self._lock:
@@ -399,9 +406,31 @@ class EditCache:
                 if hit is not None:
                     self._items.move_to_end(key)
             if hit is not None:
-                packed, shape, score = hit
-                return k, np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool), score
-        return 0, None, 0.0
+                return k, self._decode(hit)
+        return 0, None
+
+
+class EditCache(_PrefixCache):
+    """Masks of click sessions, by (base key, clicks so far), so each new click of a session costs one edit.
+
+    Masks are stored bit-packed (a 4-MP mask takes 0.5 MB) with the session's score.
+    """
+
+    def _encode(self, value: tuple[np.ndarray, float]):
+        mask, score = value
+        return np.packbits(mask.ravel()), mask.shape, score
+
+    def _decode(self, stored) -> tuple[np.ndarray, float]:
+        packed, shape, score = stored
+        return np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape).astype(bool), score
+
+    def put(self, base: Hashable, clicks: Sequence[tuple[Point, int]], mask: np.ndarray, score: float) -> None:
+        self._put(base, clicks, (mask, score))
+
+    def longest(self, base: Hashable, clicks: Sequence[tuple[Point, int]]) -> tuple[int, Optional[np.ndarray], float]:
+        """(k, mask, score) of the longest cached prefix ``clicks[:k]``; (0, None, 0.0) when none is cached."""
+        k, hit = self._longest(base, clicks)
+        return (k, hit[0], hit[1]) if hit is not None else (0, None, 0.0)
 
 
 def edit_session(
@@ -432,7 +461,7 @@ def edit_session(
     return mask, score
 
 
-class LogitsCache:
+class LogitsCache(_PrefixCache):
     """A segmenter's low-resolution logits of click sessions, by (base key, clicks so far); bounded in count.
 
     Why: SAM refines its previous answer when it gets that answer's logits back as ``mask_input``; a session's
@@ -440,32 +469,15 @@ class LogitsCache:
     decoder call. Stored as float16 (a 256×256 entry takes 128 KB).
     """
 
-    def __init__(self, size: int = 32) -> None:
-        self.size = size
-        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+    def _encode(self, value: np.ndarray) -> np.ndarray:
+        return np.asarray(value, np.float16)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+    def _decode(self, stored: np.ndarray) -> np.ndarray:
+        return stored.astype(np.float32)
 
     def put(self, base: Hashable, clicks: Sequence[tuple[Point, int]], logits: np.ndarray) -> None:
-        if self.size <= 0:
-            return
-        key = (base, tuple(clicks))
-        with self._lock:
-            self._items[key] = np.asarray(logits, np.float16)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        self._put(base, clicks, logits)
 
     def longest(self, base: Hashable, clicks: Sequence[tuple[Point, int]]) -> tuple[int, Optional[np.ndarray]]:
         """(k, logits) of the longest cached prefix ``clicks[:k]``; (0, None) when none is cached."""
-        for k in range(len(clicks), -1, -1):
-            key = (base, tuple(clicks[:k]))
-            with self._lock:
-                hit = self._items.get(key)
-                if hit is not None:
-                    self._items.move_to_end(key)
-                    return k, hit.astype(np.float32)
-        return 0, None
+        return self._longest(base, clicks)
