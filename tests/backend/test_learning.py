@@ -10,8 +10,8 @@ import pytest
 from annotate.geometry import mask_iou
 from annotate.modelstore import ModelStore
 from annotate.synthetic import make_scene
-from converters.labelstudio.brush import brush_rle_decode, brush_rle_encode
-from tests.support.scenes import CONFIG, task_for, write_png
+from converters.labelstudio.brush import brush_rle_decode
+from tests.support.scenes import predict_tasks, submit_correction, task_for, write_png
 
 
 def _cross_in(mask: np.ndarray) -> np.ndarray:
@@ -40,35 +40,21 @@ def _project(files_root, n_images: int = 2, per_image: int = 5, kinds=("building
     return tasks, truths
 
 
-def _submit(client, task: dict, mask: np.ndarray, category: str, annotation_id: int) -> None:
-    h, w = mask.shape
-    region = {"id": f"r{annotation_id}", "type": "brushlabels", "from_name": "mask", "to_name": "image",
-              "original_width": w, "original_height": h,
-              "value": {"format": "rle", "rle": brush_rle_encode(mask), "brushlabels": [category]}}
-    payload = {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": task,
-               "annotation": {"id": annotation_id, "task": task["id"], "result": [region]}}
-    assert client.post("/webhook", json=payload).status_code == 201
-
-
-def _predict(client, tasks):
-    return client.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": "1"}).get_json()["results"]
-
-
 def test_corrections_that_win_on_held_out_tasks_are_served(make_client, files_root):
     client = make_client(quality_min_pairs=3)
     runtime = client.application.config["PSLG_RUNTIME"]
     before = client.get("/versions").get_json()["model_version"]
     tasks, truths = _project(files_root)
-    first = _predict(client, tasks)
+    first = predict_tasks(client, tasks)
     kept = runtime.store.prelabels()
     assert {k[1] for k in kept} == {t["id"] for t in tasks}
     assert kept[("1", tasks[0]["id"])].model_version == before and "box_agreement" in kept[("1", tasks[0]["id"])].features
 
     corrected = tasks[:4] + tasks[5:9]  # four buildings on each image drawn as crosses; the last of each is held out
     for k, task in enumerate(corrected):
-        _submit(client, task, _cross_in(truths[tasks.index(task)].mask), "building", 900 + k)
+        submit_correction(client, task, _cross_in(truths[tasks.index(task)].mask), "building", 900 + k)
     # a re-prediction after the correction does not replace the pre-label it was corrected from
-    _predict(client, tasks[:1])
+    predict_tasks(client, tasks[:1])
     assert runtime.store.prelabels()[("1", tasks[0]["id"])].features == kept[("1", tasks[0]["id"])].features
 
     answer = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).get_json()
@@ -87,7 +73,7 @@ def test_corrections_that_win_on_held_out_tasks_are_served(make_client, files_ro
     building = version.card.metrics["validation"]["classes"]["building"]
     assert building["choice"] == "learned" and building["learned_miou"] > building["hand_miou"]
 
-    second = _predict(client, tasks)
+    second = predict_tasks(client, tasks)
     assert all(p["model_version"] == after for p in second)
     # the held-out tasks look more like what the annotators draw
     held = [4, 9]
@@ -117,21 +103,21 @@ def test_near_unchanged_submissions_never_make_the_other_tasks_worse(make_client
     runtime = client.application.config["PSLG_RUNTIME"]
     tasks, truths = _project(files_root, n_images=2, per_image=5, kinds=("building", "vehicle", "storage_tank"))
     before = client.get("/versions").get_json()["model_version"]
-    first = _predict(client, tasks)
+    first = predict_tasks(client, tasks)
     submitted = [0, 1, 2, 5, 6, 7]
     for k, i in enumerate(submitted):
         mask = _mask(first[i])
         if k == 0:  # one brush correction: a few pixels added at the border
             ys, xs = np.nonzero(mask)
             mask[ys.min():ys.min() + 3, xs.min():xs.min() + 6] = True
-        _submit(client, tasks[i], mask, truths[i].category, 700 + k)
+        submit_correction(client, tasks[i], mask, truths[i].category, 700 + k)
     answer = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).get_json()
     assert runtime.trainer.wait_idle(300) and runtime.trainer.status.state == "succeeded"
     assert answer["outcome"].startswith("not served (v0001 stored): 6 held-out corrections;"), answer
     [version] = ModelStore(runtime.settings.model_dir / "grounders").versions("shape-priors")
     assert version.not_served and "held-out" in version.not_served
     assert client.get("/versions").get_json()["model_version"] == before
-    second = _predict(client, tasks)
+    second = predict_tasks(client, tasks)
     for i in set(range(len(tasks))) - set(submitted):
         iou_before = mask_iou(_mask(first[i]), truths[i].mask)
         iou_after = mask_iou(_mask(second[i]), truths[i].mask)
@@ -144,16 +130,16 @@ def test_near_unchanged_submissions_of_one_class_do_not_adopt_its_prior(make_cli
     client = make_client()
     runtime = client.application.config["PSLG_RUNTIME"]
     tasks, truths = _project(files_root, n_images=2, per_image=5)
-    first = _predict(client, tasks)
+    first = predict_tasks(client, tasks)
     submitted = [0, 1, 2, 5, 6, 7]
     for k, i in enumerate(submitted):
-        _submit(client, tasks[i], _mask(first[i]), "building", 800 + k)
+        submit_correction(client, tasks[i], _mask(first[i]), "building", 800 + k)
     answer = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).get_json()
     assert runtime.trainer.wait_idle(300) and runtime.trainer.status.state == "succeeded"
     assert answer["outcome"].startswith("not served") and "building kept" in answer["outcome"], answer
     [version] = ModelStore(runtime.settings.model_dir / "grounders").versions("shape-priors")
     decision = version.card.metrics["validation"]["classes"]["building"]
     assert decision["n"] == 6 and decision["choice"] == "hand-made" and decision["hand_miou"] > 0.99
-    second = _predict(client, tasks)
+    second = predict_tasks(client, tasks)
     for i in set(range(len(tasks))) - set(submitted):
         assert np.array_equal(_mask(first[i]), _mask(second[i]))

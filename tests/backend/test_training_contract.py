@@ -24,22 +24,7 @@ from annotate.priors import ShapePriors
 from annotate.quality import QualityModel, fallback_score
 from annotate.types import PromptResult
 from backend.engine import LEARNED_KIND
-from converters.labelstudio.brush import brush_rle_encode
-from tests.support.scenes import CONFIG, task_for
-
-
-def _predict(client, tasks: list[dict]) -> list[dict]:
-    return client.post("/predict", json={"tasks": tasks, "label_config": CONFIG, "project": "1"}).get_json()["results"]
-
-
-def _correct(client, task: dict, mask: np.ndarray, category: str, annotation_id: int) -> None:
-    h, w = mask.shape
-    region = {"id": f"r{annotation_id}", "type": "brushlabels", "from_name": "mask", "to_name": "image",
-              "original_width": w, "original_height": h,
-              "value": {"format": "rle", "rle": brush_rle_encode(mask), "brushlabels": [category]}}
-    payload = {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": task,
-               "annotation": {"id": annotation_id, "task": task["id"], "result": [region]}}
-    assert client.post("/webhook", json=payload).status_code == 201
+from tests.support.scenes import predict_tasks, submit_correction, task_for
 
 
 def _middle_of(box: tuple[float, float, float, float], shape: tuple[int, int]) -> np.ndarray:
@@ -80,7 +65,7 @@ def test_served_score_is_the_fitted_quality_models_prediction(make_client, scene
     runtime = client.application.config["PSLG_RUNTIME"]
     assert runtime.engine.learned is not None
     tasks = [task_for(scene, i, 60 + i) for i in range(len(scene.objects))]
-    results = _predict(client, tasks)
+    results = predict_tasks(client, tasks)
     kept = runtime.store.prelabels()
     served, expected, today = [], [], []
     for task, prediction in zip(tasks, results):
@@ -98,7 +83,7 @@ def test_corrected_prelabels_are_kept_and_learning_uses_their_iou_and_the_prompt
     runtime = client.application.config["PSLG_RUNTIME"]
     before = client.get("/versions").get_json()["model_version"]
     tasks = [task_for(scene, i, 40 + i) for i in range(len(scene.objects))]
-    _predict(client, tasks)
+    predict_tasks(client, tasks)
     kept = runtime.store.prelabels()
     pre = {t["id"]: coco_rle_decode(kept[("1", t["id"])].mask_rle).astype(bool) for t in tasks}
 
@@ -107,13 +92,13 @@ def test_corrected_prelabels_are_kept_and_learning_uses_their_iou_and_the_prompt
     for i, task in enumerate(tasks):
         obj = scene.objects[i]
         mask = pre[task["id"]] if task in accepted else _middle_of(obj.box, obj.mask.shape)
-        _correct(client, task, mask, obj.category, 900 + i)
+        submit_correction(client, task, mask, obj.category, 900 + i)
     # a re-prediction after the corrections, by another model version (MBO switched off: other masks, other
     # features), keeps the pre-labels the corrections were made against
     other = make_client(prior_min_samples=1, quality_min_pairs=3, use_mbo=False)
     other_version = other.get("/versions").get_json()["model_version"]
     assert other_version != before
-    assert all(p["model_version"] == other_version for p in _predict(other, tasks))
+    assert all(p["model_version"] == other_version for p in predict_tasks(other, tasks))
     again = runtime.store.prelabels()
     for task in tasks:
         assert again[("1", task["id"])].model_version == before
@@ -152,7 +137,7 @@ def test_a_training_request_during_a_retrain_is_followed_by_another_retrain(make
     runtime = client.application.config["PSLG_RUNTIME"]
     trainer = runtime.trainer
     tasks = [task_for(scene, i, 70 + i) for i in range(2)]
-    _correct(client, tasks[0], scene.objects[0].mask, scene.objects[0].category, 700)
+    submit_correction(client, tasks[0], scene.objects[0].mask, scene.objects[0].category, 700)
 
     # the first retrain is held while it reads its images: the second correction arrives meanwhile
     entered, release = threading.Event(), threading.Event()
@@ -167,7 +152,7 @@ def test_a_training_request_during_a_retrain_is_followed_by_another_retrain(make
     assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).get_json()["training"] \
         .startswith("started")
     assert entered.wait(60)
-    _correct(client, tasks[1], scene.objects[1].mask, scene.objects[1].category, 701)
+    submit_correction(client, tasks[1], scene.objects[1].mask, scene.objects[1].category, 701)
     answer = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).get_json()
     assert answer["training"].startswith("queued")
     release.set()
@@ -213,7 +198,7 @@ def test_served_masks_follow_the_learned_prior_of_each_tasks_category(make_clien
     tasks = [{"id": 1, "data": {**data, "expression": "the building in the middle"}},
              {"id": 2, "data": {**data, "expression": "the storage tank in the middle"}}]
     masks = []
-    for prediction in _predict(client, tasks):
+    for prediction in predict_tasks(client, tasks):
         [brush] = [r for r in prediction["result"] if r["type"] == "brushlabels"]
         masks.append(brush_rle_decode(brush["value"]["rle"], 160, 160))
     cross = np.zeros((160, 160), bool)
