@@ -301,7 +301,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
         if not isinstance(data, dict) or "action" not in data:
             return _error(400, "a webhook payload must be a JSON object with 'action'")
         try:
-            answer = runtime.handle_event(str(data["action"]), data)
+            answer = runtime.handle_event(str(data["action"]), data, host=request.host)
         except (ValueError, KeyError, TypeError) as exc:
             return _error(400, f"bad webhook payload: {exc}")
         return jsonify(answer), 201
@@ -331,6 +331,7 @@ def create_app(settings: Optional[Settings] = None, runtime: Optional[Runtime] =
                                   **runtime.trainer.request_and_wait("/train", runtime.settings.train_wait_s)}
         if errors:
             answer["errors"] = errors
+        runtime.show_outcome(project, request.host, answer)
         return jsonify(answer), 201
 
     @app.route("/validate", methods=["POST"])

@@ -156,6 +156,8 @@ class Settings:
     adopt_min_samples: int = 5
     #: seconds a Start Training request waits for the retrain's outcome to answer with it (Label Studio waits 100)
     train_wait_s: float = 25.0
+    #: append the last training outcome to the model's title in Label Studio (``backend.model_title``)
+    outcome_in_title: bool = True
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -208,6 +210,7 @@ class Settings:
             label_map=_label_map(env, "PSLG_LABEL_MAP"),
             adopt_min_samples=max(1, _int(env, "PSLG_ADOPT_MIN_SAMPLES", 5)),
             train_wait_s=max(0.0, _float(env, "PSLG_TRAIN_WAIT", 25.0)),
+            outcome_in_title=_bool(env, "PSLG_OUTCOME_IN_TITLE") is not False,
         )
 
     @property

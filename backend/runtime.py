@@ -231,6 +231,36 @@ class Runtime:
         outcome = self.store.upsert(event, project_id, task if isinstance(task, dict) else {}, annotation)
         return outcome.status, outcome.seq
 
+    def show_outcome(self, project_id: Any, host: str, answer: dict) -> None:
+        """Put a Start Training request's outcome into the model's title in Label Studio (``backend.model_title``).
+
+        The answer of a retrain that ended within ``PSLG_TRAIN_WAIT`` carries its outcome; otherwise a background
+        thread waits for the retrain to end. Needs a token for the project's Label Studio; never raises.
+        """
+        from backend.model_title import TITLES
+
+        if not self.settings.outcome_in_title or not str(project_id or "").isdigit():
+            return
+        if self.credentials(str(project_id)) is None:
+            return
+        try:
+            auth = self.fetcher(str(project_id)).auth
+        except ValueError as exc:
+            log.warning("project %s: no Label Studio to show the training outcome on: %s", project_id, exc)
+            return
+        if auth is None:
+            return
+        cfg = self.settings
+        basic = (cfg.basic_auth_user, cfg.basic_auth_pass) if cfg.basic_auth_enabled else None
+        training = str(answer.get("training") or "")
+        if training.startswith("nothing new"):
+            last = self.trainer.outcome
+            line = f"nothing new to learn ({self.store.count()} stored)" + (f"; {last}" if last else "")
+            threading.Thread(target=TITLES.show, args=(auth, int(project_id), host, line, basic),
+                             name="pslg-outcome-title", daemon=True).start()
+            return
+        TITLES.after_retrain(auth, int(project_id), host, self.trainer.wait_idle, lambda: self.trainer.outcome, basic)
+
     def train_item(self, project: Optional[str], task: dict, annotation: Any) -> str:
         """Store one annotation from the older ``/train`` call; returns the store's status (ValueError if bad)."""
         status, _ = self._store("TRAIN", project, task, annotation)
@@ -241,13 +271,14 @@ class Runtime:
         if every > 0 and any(seq % every == 0 for seq in seqs):
             answer["training"] = self.trainer.request(f"{every} new annotations")
 
-    def handle_event(self, event: str, data: dict) -> dict:
+    def handle_event(self, event: str, data: dict, host: str = "") -> dict:
         """Apply one Label Studio webhook event to the store (Label Studio 1.23's payload shapes).
 
         ANNOTATION_CREATED/UPDATED and the bulk ANNOTATIONS_CREATED store; ANNOTATION(S)_DELETED and TASKS_DELETED
         remove (and leave tombstones); START_TRAINING, or every ``PSLG_TRAIN_EVERY`` stored annotations, retrains.
         A malformed single event raises ``ValueError`` (the route answers 400); in a bulk event each bad item is
-        reported in ``errors`` and the rest is applied.
+        reported in ``errors`` and the rest is applied. ``host`` is the request's ``Host`` header (which of the
+        project's ML backends is this one, for :meth:`show_outcome`).
         """
         from backend.store import parse_id
 
@@ -301,5 +332,7 @@ class Runtime:
             removed = self.store.delete_tasks([parse_id(t["id"], "task id") for t in tasks])
             return {"status": "deleted", "deleted": removed, "stored": self.store.count()}
         if event == "START_TRAINING":  # the answer carries the outcome when the retrain ends within PSLG_TRAIN_WAIT
-            return {"status": "training", **self.trainer.request_and_wait("START_TRAINING", self.settings.train_wait_s)}
+            answer = {"status": "training", **self.trainer.request_and_wait("START_TRAINING", self.settings.train_wait_s)}
+            self.show_outcome(project_id, host, answer)
+            return answer
         return {"status": "ignored", "event": event}
