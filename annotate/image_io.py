@@ -37,6 +37,7 @@ import io
 import os
 import threading
 import warnings
+import weakref
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -90,6 +91,30 @@ class DecodeBudget:
         self._used = 0
         self._cond = threading.Condition()
         self._local = threading.local()
+        self._reclaimers: list[weakref.WeakMethod] = []
+
+    def add_reclaimer(self, shrink_to: Callable[[int], object]) -> None:
+        """Memory that gives way to decodes: once a reservation or a hold is counted, ``shrink_to(room)`` is called
+        with the bytes the budget has left, e.g. a cache of decoded images (``LRUCache.shrink_to``)
+        then keeps at most that much.
+
+        Why: a cache bounded on its own and the decode budget would add up (a 1 GiB cache of 100-megapixel images
+        plus 1 GiB of decodes in flight); this way kept images and images in flight together stay within the
+        budget whenever a decode needs room. Held by weak reference (a bound method): a dropped cache is not
+        kept alive by a process-wide budget.
+        """
+        with self._cond:
+            self._reclaimers = [r for r in self._reclaimers if r() is not None]
+            self._reclaimers.append(weakref.WeakMethod(shrink_to))  # type: ignore[arg-type]
+
+    def _reclaim(self) -> None:
+        """Shrink what gives way to the room the budget has left (called once a reservation or hold is counted)."""
+        with self._cond:
+            room = max(0, self.max_bytes - self._used)
+            methods = [r() for r in self._reclaimers]
+        for method in methods:  # outside the lock: a cache takes its own
+            if method is not None:
+                method(room)
 
     def held_here(self) -> int:
         """Bytes this thread holds for decoded images (:meth:`hold`) until :meth:`release_held`."""
@@ -101,6 +126,7 @@ class DecodeBudget:
         with self._cond:
             self._used += int(nbytes)
             self._local.held = self.held_here() + int(nbytes)
+        self._reclaim()
 
     def release_held(self) -> None:
         """Give back what :meth:`hold` counted for this thread (at the end of its request)."""
@@ -129,6 +155,7 @@ class DecodeBudget:
             while self._used + nbytes > self.max_bytes and not self.held_here():
                 self._cond.wait()
             self._used += nbytes
+        self._reclaim()
         try:
             yield
         finally:

@@ -97,6 +97,8 @@ class Runtime:
         self.engine = engine or Engine(settings).start()
         #: decoded task images by (project, URL), bounded by PSLG_IMAGE_CACHE_BYTES and PSLG_IMAGE_CACHE_ITEMS
         self.images = LRUCache(size=settings.image_cache_items, max_bytes=settings.image_cache_bytes)
+        # kept images give way to images in flight: together they stay within the decode budget when it is needed
+        self.decode_budget.add_reclaimer(self.images.shrink_to)
         from backend.sessions import Sessions
 
         #: interactive click sessions by (project, task, user), bounded by PSLG_SESSION_ITEMS / _BYTES / _TTL

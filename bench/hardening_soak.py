@@ -105,6 +105,11 @@ def baseline_image_io(rev: str, work: Path) -> Path | None:
 # ------------------------------------------------------------------------------------------------ processes
 def tree_rss_mib(root: int) -> float:
     """Resident memory of ``root`` and all its descendants (VmRSS from /proc)."""
+    return sum(tree_rss_by_process(root).values())
+
+
+def tree_rss_by_process(root: int) -> dict[str, float]:
+    """VmRSS in MiB of ``root`` and each descendant, keyed ``pid name`` (where a peak's memory sits)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -115,16 +120,20 @@ def tree_rss_mib(root: int) -> float:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
+    out: dict[str, float] = {}
+    stack = [root]
     while stack:
         pid = stack.pop()
         stack += children.get(pid, [])
         try:
-            m = re.search(r"VmRSS:\s+(\d+) kB", open(f"/proc/{pid}/status").read())
+            status = open(f"/proc/{pid}/status").read()
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        total += int(m.group(1)) if m else 0
-    return total / 1024
+        m = re.search(r"VmRSS:\s+(\d+) kB", status)
+        role = ("pool worker" if "multiprocessing" in cmd else "gunicorn" if "gunicorn" in cmd else cmd[-40:])
+        out[f"{pid} {role}"] = int(m.group(1)) / 1024 if m else 0.0
+    return out
 
 
 class Sampler:
@@ -132,11 +141,14 @@ class Sampler:
 
     def __init__(self, pid: int) -> None:
         self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self.at_peak: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_mib(self.pid))
+            now = tree_rss_by_process(self.pid)
+            if sum(now.values()) > self.peak:
+                self.peak, self.at_peak = sum(now.values()), now
             time.sleep(0.1)
 
     def __enter__(self) -> "Sampler":
@@ -224,6 +236,7 @@ def main() -> None:
     ap.add_argument("--slow", type=int, default=50, help="stalled connections")
     ap.add_argument("--baseline-rev", default="856ac90", help="git revision of the unhardened code")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unhardened measurements")
+    ap.add_argument("--skip-decode", action="store_true", help="skip part 1 (one decode per process)")
     ap.add_argument("--cache-mib", type=int, default=None,
                     help="PSLG_IMAGE_CACHE_BYTES in MiB (default: the backend's, 1 GiB; the cache keeps decoded images)")
     args = ap.parse_args()
@@ -239,7 +252,7 @@ def main() -> None:
     old = None if args.no_baseline else baseline_image_io(args.baseline_rev, work)
     print("\n## 1. one decode per process (peak VmHWM)")
     print("| bomb | today | unhardened | ratio |\n|---|---|---|---|")
-    for key in ("png16", "tif64", "rgb"):
+    for key in () if args.skip_decode else ("png16", "tif64", "rgb"):
         new_peak, new_s = decode_peak(bombs[key], None)
         old_peak, old_s = decode_peak(bombs[key], old) if old is not None else (float("nan"), float("nan"))
         ratio = old_peak / new_peak if old is not None else float("nan")
@@ -270,7 +283,8 @@ def main() -> None:
         ok = sum(1 for a in answers if a.status_code == 200 and a.json()["results"][0]["result"])
         print(f"\n## 2. four bombs at once through /predict (hardened pslg serve)\n"
               f"process tree: {before:,.0f} MiB before, peak {sampler.peak:,.0f} MiB ({sampler.peak / 1024:.2f} GiB); "
-              f"{ok}/4 predicted in {seconds:.0f} s; /health meanwhile: {fmt(health)}")
+              f"{ok}/4 predicted in {seconds:.0f} s; /health meanwhile: {fmt(health)}\n"
+              f"at the peak: " + ", ".join(f"{k} {v:,.0f} MiB" for k, v in sampler.at_peak.items()))
 
         # 3. slow clients
         socks = stall(url, args.slow)

@@ -400,3 +400,16 @@ class LRUCache:
             self.nbytes += nbytes
             while len(self._data) > self.size or (self.max_bytes is not None and self.nbytes > self.max_bytes):
                 self._drop(next(iter(self._data)))
+
+    def shrink_to(self, max_bytes: int) -> int:
+        """Drop least recently used entries until the cache holds at most ``max_bytes``; returns bytes dropped.
+
+        Why: a decode budget gives way to work in flight (``DecodeBudget.add_reclaimer``): decoded images kept
+        for later clicks are the first memory to go when a new large image needs room."""
+        dropped = 0
+        with self._lock:
+            while self._data and self.nbytes > max(0, int(max_bytes)):
+                before = self.nbytes
+                self._drop(next(iter(self._data)))
+                dropped += before - self.nbytes
+        return dropped

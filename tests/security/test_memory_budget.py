@@ -190,3 +190,29 @@ def test_images_a_request_holds_count_until_it_ends_and_never_deadlock():
     for t in threads:
         t.join(10)
     assert order == ["first decoded again", "first released", "second decoded"] and budget.used == 0
+
+
+def test_cached_images_give_way_when_a_decode_needs_room():
+    """Decoded images kept for later clicks and images being decoded share the byte budget: a reservation
+    shrinks the cache to the room left, least recently used first, so the two never add up past the budget. A
+    cache that is gone (its runtime dropped) is not kept alive and does not break later decodes."""
+    import gc
+
+    from converters.labelstudio.fetch import LRUCache
+
+    budget = image_io.DecodeBudget(1000)
+    cache = LRUCache(size=8, max_bytes=1000, sizeof=lambda value: value)
+    for key in ("a", "b", "c"):
+        cache.put(key, 300)
+    cache.get("a")  # most recently used: kept longest
+    budget.add_reclaimer(cache.shrink_to)
+    with budget.reserve(600, "large image"):
+        assert cache.nbytes <= 400 and cache.get("a") == 300 and cache.get("b") is None
+    budget.hold(900)
+    assert cache.nbytes <= 100
+    budget.release_held()
+
+    del cache
+    gc.collect()
+    with budget.reserve(500, "after the cache is gone"):
+        assert budget.used == 500
