@@ -120,11 +120,20 @@ class DecodeBudget:
         """Bytes this thread holds for decoded images (:meth:`hold`) until :meth:`release_held`."""
         return getattr(self._local, "held", 0)
 
-    def hold(self, nbytes: int) -> None:
+    def hold(self, nbytes: int, wait: bool = False) -> None:
         """Count a decoded image this thread keeps using (a request's images) against the budget until
-        :meth:`release_held`: concurrent requests then wait for each other's images, not only decodes."""
+        :meth:`release_held`: concurrent requests then wait for each other's images, not only decodes.
+
+        With ``wait`` a thread that holds nothing yet first waits until the budget has room (an image larger than
+        the whole budget waits until nothing else is counted), so a request's working set is counted before its
+        decode starts: counted only after it, the next request's decode could start in the gap and both images
+        would be worked on at once. A thread that already holds never waits (no deadlock)."""
+        nbytes = max(0, int(nbytes))
         with self._cond:
-            self._used += int(nbytes)
+            if wait:
+                while self._used + min(nbytes, self.max_bytes) > self.max_bytes and not self.held_here():
+                    self._cond.wait()
+            self._used += nbytes
             self._local.held = self.held_here() + int(nbytes)
         self._reclaim()
 
@@ -336,10 +345,12 @@ def _rasterio_estimate(ds: rasterio.io.DatasetReader, idx: list[int]) -> int:
 
 
 def _load_rasterio(ds: rasterio.io.DatasetReader, name: str, max_pixels: int, bands: Sequence[int] | None,
-                   budget: DecodeBudget) -> LoadedImage:
+                   budget: DecodeBudget, hold_per_pixel: int = 0) -> LoadedImage:
     from rasterio.windows import Window
 
     _check_size(ds.width, ds.height, max_pixels, name)
+    if hold_per_pixel:
+        budget.hold(ds.width * ds.height * hold_per_pixel, wait=True)
     count = ds.count
     if count < 1:
         raise ImageLoadError(f"{name}: the file has no raster bands")
@@ -382,15 +393,15 @@ def _load_rasterio(ds: rasterio.io.DatasetReader, name: str, max_pixels: int, ba
 
 
 def _via_rasterio(source: Path | bytes, name: str, max_pixels: int, bands: Sequence[int] | None,
-                  budget: DecodeBudget) -> LoadedImage:
+                  budget: DecodeBudget, hold_per_pixel: int = 0) -> LoadedImage:
     try:
         with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if isinstance(source, bytes):
                 with MemoryFile(source) as mem, mem.open() as ds:
-                    return _load_rasterio(ds, name, max_pixels, bands, budget)
+                    return _load_rasterio(ds, name, max_pixels, bands, budget, hold_per_pixel)
             with rasterio.open(source) as ds:
-                return _load_rasterio(ds, name, max_pixels, bands, budget)
+                return _load_rasterio(ds, name, max_pixels, bands, budget, hold_per_pixel)
     except ImageLoadError:
         raise
     except (RasterioError, OSError, ValueError, MemoryError) as exc:
@@ -439,7 +450,7 @@ def _pil_estimate(im: Image.Image, bands: Sequence[int] | None) -> int:
 
 
 def _via_pil(source: Path | bytes, name: str, max_pixels: int, bands: Sequence[int] | None,
-             budget: DecodeBudget) -> LoadedImage | None:
+             budget: DecodeBudget, hold_per_pixel: int = 0) -> LoadedImage | None:
     """Load with Pillow; ``None`` when Pillow does not know the format or refuses it for size (try rasterio)."""
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
@@ -454,6 +465,8 @@ def _via_pil(source: Path | bytes, name: str, max_pixels: int, bands: Sequence[i
         raise ImageLoadError(f"{name}: cannot read image ({exc})") from exc
     with im, ExitStack() as reservation:
         _check_size(im.width, im.height, max_pixels, name)
+        if hold_per_pixel:
+            budget.hold(im.width * im.height * hold_per_pixel, wait=True)
         reservation.enter_context(budget.reserve(_pil_estimate(im, bands), name))
         try:
             with warnings.catch_warnings():
@@ -499,12 +512,16 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     bands: Sequence[int] | None = None,
     budget: DecodeBudget | None = None,
+    hold_per_pixel: int = 0,
 ) -> LoadedImage:
     """Load ``source`` (a path, or the bytes of a downloaded file) as an RGB uint8 :class:`LoadedImage`.
 
     ``name`` labels bytes input in error messages and in ``LoadedImage.source`` (default ``"<bytes>"``; for
     paths the path). ``bands`` picks 1 or 3 source bands, 1-based. ``budget`` is the memory budget the decode
-    reserves its peak from (default: the process-wide :data:`DEFAULT_BUDGET`). Raises :class:`ImageLoadError`.
+    reserves its peak from (default: the process-wide :data:`DEFAULT_BUDGET`). With ``hold_per_pixel`` the calling
+    thread also holds ``width × height × hold_per_pixel`` bytes of the budget (:meth:`DecodeBudget.hold`, waiting its
+    turn) as soon as the header gives the size, before the decode starts, until it calls ``release_held``: the
+    backend counts a request's whole working set this way. Raises :class:`ImageLoadError`.
     """
     budget = budget if budget is not None else DEFAULT_BUDGET
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -532,12 +549,12 @@ def load_image(
         raise ValueError("max_pixels must be positive")
 
     if head.startswith(_TIFF_MAGIC) or head.startswith(_JP2_MAGIC):
-        return _via_rasterio(data, label, max_pixels, bands, budget)
-    loaded = _via_pil(data, label, max_pixels, bands, budget)
+        return _via_rasterio(data, label, max_pixels, bands, budget, hold_per_pixel)
+    loaded = _via_pil(data, label, max_pixels, bands, budget, hold_per_pixel)
     if loaded is not None:
         return loaded
     try:
-        return _via_rasterio(data, label, max_pixels, bands, budget)
+        return _via_rasterio(data, label, max_pixels, bands, budget, hold_per_pixel)
     except _UnreadableError as exc:
         raise ImageLoadError(
             f"{label}: unrecognised or corrupt image (neither Pillow nor GDAL can read it; "

@@ -190,9 +190,11 @@ class Runtime:
             self.decode_budget.hold(held_bytes(cached))  # released when the request ends (backend.app)
             return cached
         raw = self.fetcher(project).fetch(url)
-        loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels, budget=self.decode_budget)
+        # the request's working set is held from the header on, before the decode starts (waiting its turn): held
+        # only after the decode, the next request's decode would start in between and both would be worked on
+        loaded = load_image(raw, name=display_url(url), max_pixels=self.settings.max_pixels, budget=self.decode_budget,
+                            hold_per_pixel=HELD_BYTES_PER_PIXEL)
         del raw
-        self.decode_budget.hold(held_bytes(loaded))
         self.images.put(key, loaded)
         return loaded
 

@@ -216,3 +216,70 @@ def test_cached_images_give_way_when_a_decode_needs_room():
     gc.collect()
     with budget.reserve(500, "after the cache is gone"):
         assert budget.used == 500
+
+
+def _working_intervals(path: Path, budget: image_io.DecodeBudget, hold_before_decode: bool) -> list[tuple[float, float]]:
+    """Four requests on large images, as the backend runs them: decode, work a moment, release what they hold.
+    Returns each request's (decode start, release) interval."""
+    starts: dict[int, float] = {}
+    reserve = budget.reserve
+
+    def recording_reserve(nbytes: int, name: str):
+        starts.setdefault(threading.get_ident(), time.perf_counter())
+        return reserve(nbytes, name)
+
+    budget.reserve = recording_reserve  # type: ignore[method-assign]
+    intervals: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def request() -> None:
+        if hold_before_decode:
+            image = load_image(path, budget=budget, hold_per_pixel=8)
+        else:  # the order before: the working set counted only once the decode was done
+            image = load_image(path, budget=budget)
+            budget.hold(image.height * image.width * 8)
+        time.sleep(0.05)  # predicting on it
+        end = time.perf_counter()
+        with lock:
+            intervals.append((starts[threading.get_ident()], end))
+        budget.release_held()
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return sorted(intervals)
+
+
+def test_a_request_holds_its_working_set_before_its_decode_starts(tmp_path: Path):
+    """The soak's four bombs at once reached ~1.8 GiB in one worker: each request's working set was counted only
+    after its decode, so the next request's decode started in that gap and all four ended up worked on at once.
+    Held from the header on, the requests take turns: no two are between decode and release together."""
+    path = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (1500, 1500, 3), np.uint8)).save(path)
+    one = 1500 * 1500 * 8
+    budget = image_io.DecodeBudget(int(one * 1.5))  # one working set and one decode fit; two working sets do not
+    intervals = _working_intervals(path, budget, hold_before_decode=True)
+    assert len(intervals) == 4 and budget.used == 0
+    for (_, end), (start, _) in zip(intervals, intervals[1:]):
+        assert start >= end, intervals
+
+
+def test_a_working_set_above_the_whole_budget_waits_until_nothing_else_is_counted():
+    budget = image_io.DecodeBudget(100)
+    budget.hold(30)
+    order: list[str] = []
+
+    def big() -> None:
+        budget.hold(500, wait=True)
+        order.append("big")
+        budget.release_held()
+
+    t = threading.Thread(target=big)
+    t.start()
+    time.sleep(0.1)
+    order.append("small released")
+    budget.release_held()
+    t.join(10)
+    assert order == ["small released", "big"] and budget.used == 0
