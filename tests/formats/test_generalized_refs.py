@@ -190,3 +190,27 @@ def test_per_region_config_groups_related_regions_and_reads_no_target_lines(tmp_
     assert out.ok, out.errors
     assert sorted(str(r["ann_id"]) for r in load_refs(tmp_path / "out" / "rrsisd" / "refs(unc).p")) == [
         "1", "[-1]", "[2, 3]"]  # the one-object ref first, then the generalized ones
+
+
+def test_validate_and_stats_accept_generalized_refs_and_name_contradictions(tmp_path):
+    from converters.checks import open_dataset, stats, validate
+
+    write_rrsis(tmp_path / "out", _generalized_items(tmp_path))
+    ds = open_dataset(tmp_path / "out")
+    report = validate(ds)
+    assert report.ok, report.errors
+    assert report.counts["refs"] == 3 and report.counts["sentences"] == 6
+    counted = stats(ds)
+    assert counted["per_split"] == {"test": 3} and counted["expression_tokens"]["count"] == 6
+    assert counted["per_category"] == {"vehicle": {"test": 1}, "storage_tank": {"test": 1}, "no target": {"test": 1}}
+
+    refs_path = tmp_path / "out" / "rrsisd" / "refs(unc).p"
+    refs = load_refs(refs_path)
+    none = next(r for r in refs if r["ann_id"] == [-1])
+    none["no_target"] = False
+    multi = next(r for r in refs if isinstance(r["ann_id"], list) and r["ann_id"] != [-1])
+    multi["ann_id"] = multi["ann_id"] + [999]
+    refs_path.write_bytes(pickle.dumps(refs, protocol=4))
+    errors = {(e.where, e.message) for e in validate(open_dataset(tmp_path / "out")).errors}
+    assert (f"ref {none['ref_id']}", "no_target is False but ann_id is [-1]") in errors
+    assert (f"ref {multi['ref_id']}", "ann_id 999 is not in annotations[]") in errors
