@@ -111,3 +111,36 @@ def test_multi_object_and_no_target_round_trip(labelstudio_server, tmp_path):
     g = json.loads(report_path.read_text())["overall"]["generalized"]
     assert (g["n"], g["no_target"], g["n_acc"], g["t_acc"]) == (3, 1, 1.0, 1.0)
     assert g["giou"] > 0.6
+
+
+def test_per_region_config_relations_and_no_target_lines(labelstudio_server, tmp_path):
+    """The per-region config: two regions joined by a Label Studio relation are one expression's objects, the
+    task-level no-target box holds expressions naming nothing; Label Studio keeps both through its export."""
+    ls = labelstudio_server
+    scene = make_scene(seed=5, height=160, width=192, n_objects=5)
+    vehicles = [o for o in scene.objects if o.category == "vehicle"]
+    config = (REPO_ROOT / "converters" / "configs" / "expressions_per_region.xml").read_text()
+    project = ls.api("POST", "/api/projects", json={"title": "generalized-per-region", "label_config": config}).json()
+    folder = ls.local_files_dir("generalized-per-region")
+    image = write_png(folder / "scene.png", scene.image)
+    ls.connect_local_storage(project["id"], folder)
+    ls.api("POST", f"/api/projects/{project['id']}/import", json=[{"image": ls.local_file_url(image)}])
+    [task] = _tasks(ls, project["id"])
+
+    def text(region_id: str, lines: list[str], name: str = "expression") -> dict:
+        return {"id": region_id, "type": "textarea", "from_name": name, "to_name": "image",
+                "value": {"text": lines}}
+
+    ls.api("POST", f"/api/tasks/{task['id']}/annotations", json={"result": [
+        _brush("v1", vehicles[0].mask, "vehicle"), _brush("v2", vehicles[1].mask, "vehicle"),
+        text("v1", ["both vehicles"]), text("v2", ["the two cars"]),
+        {"type": "relation", "from_id": "v1", "to_id": "v2", "direction": "right"},
+        text("nt", ["the red ship", "a bridge"], name="no_target")]})
+    out = tmp_path / "data"
+    r = pslg("export", "rrsis", "--url", ls.url, "--token", ls.legacy_token, "--project", project["id"],
+             "--out", out)
+    assert r.exit_code == 0, r.output
+    assert _refs(out) == sorted([
+        (("both vehicles", "the two cars"), ("vehicle", "vehicle"),
+         tuple(sorted(np.packbits(v.mask).tobytes() for v in vehicles)), False),
+        (("the red ship", "a bridge"), (), (), True)])
