@@ -142,15 +142,19 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
         objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere))
         region_ids.append(str(r.get("id")))
     referrals: list[Referral] = []
-    if schema.generalized:
-        grouped = _generalized_referrals(results, schema, objects, region_ids, task_exprs, where, report)
+    # one expression per task whose regions are separate objects: a config with the "no target" choice; a
+    # per-region config groups by relations instead (and keeps merging a task expression's strokes, as before)
+    apart = per_task and schema.no_target_name is not None
+    if apart or (schema.generalized and not per_task):
+        grouped = _generalized_referrals(results, schema, objects, region_ids, task_exprs if apart else None,
+                                         where, report)
         if grouped is None:
             return None
         referrals = grouped
     if not objects and not referrals:
         report.skipped["annotation without a brush mask or polygon"] += 1
         return None
-    if per_task and len(objects) > 1 and not schema.generalized:  # one task = one referred object: its brush strokes / polygons are merged
+    if per_task and len(objects) > 1 and not apart:  # one task = one referred object: its brush strokes / polygons are merged
         cats = {o.category for o in objects}
         if len(cats) > 1:
             report.error(where, f"one-expression task has brush regions with different labels {sorted(cats)}")

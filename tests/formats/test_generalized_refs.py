@@ -214,3 +214,14 @@ def test_validate_and_stats_accept_generalized_refs_and_name_contradictions(tmp_
     errors = {(e.where, e.message) for e in validate(open_dataset(tmp_path / "out")).errors}
     assert (f"ref {none['ref_id']}", "no_target is False but ann_id is [-1]") in errors
     assert (f"ref {multi['ref_id']}", "ann_id 999 is not in annotations[]") in errors
+
+
+def test_per_region_config_with_a_task_expression_still_merges_its_strokes(tmp_path):
+    """Only the config with the "no target" choice keeps a task's regions apart; elsewhere they stay one object."""
+    schema = LabelSchema.parse((CONFIGS / "expressions_per_region.xml").read_text())
+    task, resolver = _task(tmp_path, [brush_region(_mask(2, 2), "vehicle", region_id="a"),
+                                      brush_region(_mask(2, 30), "vehicle", region_id="b")],
+                           {"expression": "the cars"})
+    item = task_to_item(task, task["annotations"][0], schema, resolver, Report())
+    assert item.referrals == [] and len(item.objects) == 1
+    assert np.array_equal(item.objects[0].mask, _mask(2, 2) | _mask(2, 30))
