@@ -1,7 +1,8 @@
 """Choosing a task's annotation and turning it into (image, expressions, mask, category) items.
 
 This is the one place where a Label Studio annotation becomes training/export data: the converters and the
-backend's training store both call it.
+backend's training store both call it. In a generalized config (``LabelSchema.generalized``) an expression may
+name several regions or none: those expressions become the item's ``Referral``s.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
     if not objects and not referrals:
         report.skipped["annotation without a brush mask or polygon"] += 1
         return None
-    if per_task and len(objects) > 1 and not apart:  # one task = one referred object: its brush strokes / polygons are merged
+    if per_task and len(objects) > 1 and not apart:  # one task = one referred object: strokes / polygons merged
         cats = {o.category for o in objects}
         if len(cats) > 1:
             report.error(where, f"one-expression task has brush regions with different labels {sorted(cats)}")

@@ -1,4 +1,5 @@
-"""Label Studio result regions (brush, rectangle, relation, TextArea, the "no target" choice) built from masks, boxes and texts.
+"""Label Studio result regions (brush, rectangle, relation, TextArea, the "no target" choice) built from masks,
+boxes and texts.
 
 One builder per region kind, used by every producer of regions: the backend's predictions, the importer's
 pre-annotated tasks and the synthetic export. Label Studio reads rectangles in percent of the original image

@@ -9,7 +9,8 @@ for polygon projects, a ``<PolygonLabels>``; for box-only projects a ``<Rectangl
 optionally a ``<Text>`` holding the task's referring expression, ``<RectangleLabels>`` (boxes),
 ``<KeyPointLabels>`` (clicks), ``<PolygonLabels>`` and a ``<TextArea>`` (typed prompt, or per-region
 expressions). A generalized config (one expression, several objects or none) adds a ``<Choices>`` with a
-"no target" choice, or (per-region expressions) a task-level ``<TextArea name="no_target">``. Supporting another control means one more ``_control`` lookup in :meth:`LabelSchema.parse`.
+"no target" choice, or (per-region expressions) a task-level ``<TextArea name="no_target">``. Supporting
+another control means one more ``_control`` lookup in :meth:`LabelSchema.parse`.
 """
 
 from __future__ import annotations
