@@ -225,3 +225,26 @@ def test_per_region_config_with_a_task_expression_still_merges_its_strokes(tmp_p
     item = task_to_item(task, task["annotations"][0], schema, resolver, Report())
     assert item.referrals == [] and len(item.objects) == 1
     assert np.array_equal(item.objects[0].mask, _mask(2, 2) | _mask(2, 30))
+
+
+def test_importer_writes_generalized_refs_as_tasks_of_the_generalized_config(tmp_path):
+    from converters.importer import rrsis_tasks
+
+    write_rrsis(tmp_path / "out", _generalized_items(tmp_path))
+    report = Report()
+    tasks = {t["data"]["expression"]: t for t in rrsis_tasks(tmp_path / "out", report, as_="annotations")}
+    assert report.ok, report.errors
+    assert len(tasks) == 6
+    multi, none, one = tasks["both tanks"], tasks["a bridge"], tasks["the car at the bottom"]
+    assert [r["type"] for r in multi["annotations"][0]["result"]] == ["brushlabels", "brushlabels"]
+    assert multi["data"]["no_target"] is False and len(multi["data"]["ann_id"]) == 2 and "bbox" not in multi["data"]
+    assert none["annotations"][0]["result"][0]["value"] == {"choices": ["no target"]}
+    assert none["data"]["ann_id"] == [-1] and none["data"]["no_target"] is True
+    assert isinstance(one["data"]["ann_id"], int) and "no_target" not in one["data"] and "bbox" in one["data"]
+    # read by the generalized config's schema, the tasks give back the same referrals
+    schema = LabelSchema.parse((CONFIGS / "generalized_expression_per_task.xml").read_text())
+    resolver = ImageResolver(tmp_path / "out" / "images" / "rrsisd" / "JPEGImages")
+    got = task_to_item(multi, multi["annotations"][0], schema, resolver, report)
+    assert [(r.expressions, len(r.objects)) for r in got.referrals] == [(["both tanks"], 2)]
+    got = task_to_item(none, none["annotations"][0], schema, resolver, report)
+    assert got.objects == [] and got.referrals[0].no_target and report.ok
