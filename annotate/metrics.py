@@ -9,6 +9,9 @@
   prediction and the ground truth to 480×480 with nearest-neighbour sampling, as the RRSIS-D models do at test
   time (they evaluate at their 480×480 input size). Numbers are only comparable within one protocol.
 
+Generalized expressions (gRefCOCO, NWPU-Refer: one expression naming several objects or none) are scored by
+``generalized_metrics``: gIoU, cIoU, N-acc and T-acc, where an empty answer to a no-target expression is right.
+
 Boxes are ``(x0, y0, x1, y1)`` in pixels (``annotate.types.Box``).
 """
 
@@ -102,4 +105,68 @@ def rrsis_scores(
         oiou=cum_inter / cum_union if cum_union else 0.0,
         precision=precision,
         n=len(preds),
+    )
+
+
+# ---------------------------------------------------------------------------------------- generalized (gRefCOCO)
+@dataclass
+class GeneralizedScores:
+    """The generalized referring-segmentation scores of gRefCOCO (GRES), all in [0, 1].
+
+    * ``giou``: the mean per-expression IoU, where a no-target expression answered with an empty mask scores
+      **1** (right) and one answered with any pixel scores 0; a target expression scores its IoU.
+    * ``ciou``: cumulative intersection over cumulative union over every expression (no-target ones add only
+      their false-positive pixels to the union; 1 when nothing was predicted and nothing was there).
+    * ``n_acc``: of the no-target expressions, the share answered with an empty mask (None when there is none).
+    * ``t_acc``: of the target expressions, the share answered with a non-empty mask (None when there is none).
+    """
+
+    giou: float
+    ciou: float
+    n_acc: float | None
+    t_acc: float | None
+    n: int
+    n_no_target: int
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"gIoU": self.giou, "cIoU": self.ciou, "N-acc": self.n_acc, "T-acc": self.t_acc, "n": self.n,
+                "no_target": self.n_no_target}
+
+
+def generalized_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> GeneralizedScores:
+    """gIoU, cIoU, N-acc and T-acc of paired predictions and ground truths (native resolution).
+
+    A ground truth without any pixel is a no-target expression (why the RRSIS ``iou`` cannot be reused: it
+    scores an empty answer to an empty truth 0, which is exactly the right answer here). A multi-object truth
+    is the union of its objects' masks, as gRefCOCO evaluates it.
+    """
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truths")
+    if len(preds) == 0:
+        raise ValueError("no samples to score")
+    ious = np.empty(len(preds), dtype=np.float64)
+    cum_inter = cum_union = 0
+    true_negative = no_target = true_positive = target = 0
+    for k, (p, g) in enumerate(zip(preds, gts)):
+        p = as_bool_mask(p, "prediction")
+        g = as_bool_mask(g, "ground truth")
+        inter, union = intersection_union(p, g)
+        cum_inter += inter
+        cum_union += union
+        if not g.any():
+            no_target += 1
+            empty = not p.any()
+            true_negative += int(empty)
+            ious[k] = 1.0 if empty else 0.0
+        else:
+            target += 1
+            true_positive += int(bool(p.any()))
+            ious[k] = inter / union
+    return GeneralizedScores(
+        giou=float(ious.mean()),
+        ciou=cum_inter / cum_union if cum_union else 1.0,
+        n_acc=true_negative / no_target if no_target else None,
+        t_acc=true_positive / target if target else None,
+        n=len(preds),
+        n_no_target=no_target,
     )

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
 
 from annotate import defaults
 from annotate.geometry import as_rgb, clip_box
-from annotate.grounding.base import Grounder
+from annotate.grounding.base import Grounder, GroundingCandidate
 from annotate.segmenters.base import Segmenter
 from annotate.types import Box, Point, Prompt, PromptResult
 
 TEXT_WITHOUT_GROUNDER = (
     "text-only grounding needs a grounding model (configure one, e.g. --grounding DIR) or give a box"
 )
+
+
+#: The most objects one generalized expression is answered with (the grounder's candidates asked for).
+MAX_TARGETS: int = 20
 
 
 class PromptError(ValueError):
@@ -129,6 +134,42 @@ class Pipeline:
             timings["total"] = (time.perf_counter() - t0) * 1000.0
             result.timings_ms = timings
             results.append(result)
+        return results
+
+    def ground_targets(self, image: np.ndarray, text: str,
+                       threshold: Optional[float] = None) -> tuple[list[GroundingCandidate], float]:
+        """Stage 1 for a generalized expression: the boxes of every object it names, and the best score seen.
+
+        The grounder's re-ranked candidates go through ``select_targets`` (one, several or none: see
+        ``annotate.grounding.spatial``); an empty list is the answer "no target". The best score lets a caller
+        say how sure "no target" is. Raises ``PromptError`` without a grounder or text.
+        """
+        from annotate.grounding.spatial import TARGET_THRESHOLD, select_targets
+
+        text = (text or "").strip()
+        if self.grounder is None:
+            raise PromptError(TEXT_WITHOUT_GROUNDER)
+        if not text:
+            raise PromptError("a generalized expression needs text")
+        rgb = as_rgb(image)
+        height, width = rgb.shape[:2]
+        candidates = self.grounder.ground(rgb, text, top_k=MAX_TARGETS)
+        best = max((float(c.score) for c in candidates), default=0.0)
+        chosen = select_targets(text, candidates, TARGET_THRESHOLD if threshold is None else threshold)
+        return [replace(c, box=clip_box(c.box, width, height)) for c in chosen], best
+
+    def run_targets(self, image: np.ndarray, text: str, threshold: Optional[float] = None,
+                    category: Optional[str] = None, image_key: Optional[str] = None) -> list[PromptResult]:
+        """Every object a generalized expression names, segmented: one result per object, none for no target.
+
+        Stage 1 (``ground_targets``) chooses the boxes, stage 2 segments each as a box prompt; each result
+        carries its box's grounding score.
+        """
+        targets, _ = self.ground_targets(image, text, threshold)
+        results = self.run(image, [Prompt(box=c.box, text=text, category=category) for c in targets], image_key)
+        for cand, result in zip(targets, results):
+            result.grounding_score = float(cand.score)
+            result.features["grounding_score"] = float(cand.score)
         return results
 
     def _ensure_image(self, rgb: np.ndarray, image_key: Optional[str], state: dict, timings: dict[str, float]) -> None:

@@ -158,6 +158,8 @@ class Settings:
     train_wait_s: float = 25.0
     #: append the last training outcome to the model's title in Label Studio (``backend.model_title``)
     outcome_in_title: bool = True
+    #: generalized configs (a "no target" choice): the re-ranked grounding score an object needs to be pre-labelled
+    target_threshold: float = 0.3
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -186,6 +188,7 @@ class Settings:
             use_cfpg=_bool(env, "PSLG_USE_CFPG"),
             use_mbo=_bool(env, "PSLG_USE_MBO"),
             model_poll_s=_float(env, "PSLG_MODEL_POLL", 5.0),
+            target_threshold=_float(env, "PSLG_TARGET_THRESHOLD", 0.3),
             inference_budget_s=_float(env, "PSLG_INFERENCE_BUDGET", 300.0),
             workers=_int(env, "PSLG_WORKERS", 0),
             embedding_cache=Path(_str(env, "PSLG_EMBEDDING_CACHE")) if _str(env, "PSLG_EMBEDDING_CACHE") else None,

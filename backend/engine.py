@@ -317,6 +317,13 @@ class Engine:
                 out.append([PromptResult(mask=None, score=0.0, box=None, error=str(exc)) for _ in prompts])
         return out
 
+    def ground_targets(self, image: np.ndarray, text: str, threshold: float):
+        """Stage 1 of a generalized expression (``Pipeline.ground_targets``) under the process lock:
+        ``(boxes of the objects it names, best score)``; no boxes = no target."""
+        pipeline = self.pipeline
+        with self._run_lock:
+            return pipeline.ground_targets(image, text, threshold)
+
     def _run_fairly(self, pipeline, image: np.ndarray, prompts: Sequence[Prompt],
                     image_key: Optional[str]) -> list[PromptResult]:
         """``pipeline.run`` one prompt at a time under the FIFO lock, within the request's time budget."""

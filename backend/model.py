@@ -9,6 +9,10 @@ docs/serve-backend.md). ``PSLGModel`` is ours:
   own ``bbox`` (``[x, y, w, h]`` pixels) when no grounding model is configured) → stage 2 → one ``brushlabels`` region with a label, plus
   the box as a rectangle and the expression echoed in a TextArea, linked to the mask. ``score`` is the
   segmenter's confidence times the grounding score: low means "review me", and Label Studio sorts by it.
+* a generalized config (a "no target" choice, ``converters/configs/generalized_expression_per_task.xml``) with
+  a grounding model: stage 1 keeps every box the expression names above ``PSLG_TARGET_THRESHOLD`` (one, several
+  or none, ``annotate.grounding.spatial.select_targets``), stage 2 segments each: one region per object, or the
+  "no target" choice when no box passes.
 * ``predict`` with context (interactive): keypoints / a rectangle / a typed TextArea prompt → a new mask on
   the cached image (image bytes, decoded pixels and the SAM embedding are all cached; a click never re-encodes).
 * ``fit``: stores annotations from ``/webhook`` and asks the trainer to retrain (see ``backend.training``).
@@ -24,7 +28,7 @@ from typing import Any, Optional, Sequence
 from annotate.image_io import LoadedImage
 from annotate.types import Prompt, PromptResult
 from converters.labelstudio.labels import LabelMatcher, LabelTally, UnmatchedLabelError, parse_label_map, task_category
-from converters.labelstudio.regions import prediction_regions
+from converters.labelstudio.regions import no_target_region, prediction_regions
 from converters.labelstudio.schema import LabelSchema
 from converters.labelstudio.tasks import context_prompt, task_box
 
@@ -260,7 +264,9 @@ class PSLGModel(LabelStudioMLBase):
                 continue
             by_image.setdefault(url, []).append(i)
         has_grounder = self.runtime.engine.has_grounder
-        jobs: list[tuple[LoadedImage, list[int], list[Prompt]]] = []
+        generalized = self.schema.no_target_name is not None and has_grounder
+        threshold = float(getattr(getattr(self.runtime, "settings", None), "target_threshold", 0.3))
+        jobs: list[tuple[LoadedImage, list[int], list[Prompt], list[Optional[float]]]] = []
         for url, indices in by_image.items():
             try:
                 image = self._load(url)
@@ -270,6 +276,7 @@ class PSLGModel(LabelStudioMLBase):
                 continue
             prompts: list[Prompt] = []
             runnable: list[int] = []
+            grounded: list[Optional[float]] = []  # a generalized expression's box score, per prompt
             for i in indices:
                 data = tasks[i].get("data") or {}
                 expression = self.schema.expression(data)
@@ -282,6 +289,19 @@ class PSLGModel(LabelStudioMLBase):
                         how_of[i] = ("unmatched", task_category(data))
                         raise
                     how_of[i] = (how, named)
+                    if generalized and expression:
+                        # stage 1 decides: every object the expression names, or none (backend-side, so the
+                        # no-target answer needs no stage 2 at all)
+                        targets, best = self.runtime.engine.ground_targets(image.rgb, expression, threshold)
+                        if not targets:
+                            out[i] = {"result": [no_target_region(self.schema, 1.0 - best)],
+                                      "score": 1.0 - best, "model_version": version}
+                            continue
+                        for cand in targets:
+                            prompts.append(Prompt(box=cand.box, text=expression, category=category))
+                            runnable.append(i)
+                            grounded.append(float(cand.score))
+                        continue
                     if has_grounder and expression:
                         prompts.append(Prompt(text=expression, category=category))
                     elif box is not None:
@@ -294,20 +314,19 @@ class PSLGModel(LabelStudioMLBase):
                     fail(i, str(exc) if isinstance(exc, ValueError) else f"unreadable task data ({type(exc).__name__}: {exc})"[:300])
                     continue
                 runnable.append(i)
+                grounded.append(None)
             if prompts:
-                jobs.append((image, runnable, prompts))
-        all_results = self.runtime.engine.run_many([(image.rgb, prompts, image.key) for image, _, prompts in jobs])
-        for (image, runnable, prompts), results in zip(jobs, all_results):
-            for i, prompt, result in zip(runnable, prompts, results):
-                data = tasks[i].get("data") or {}
-                if not result.ok:
-                    fail(i, str(result.error))
-                    continue
-                label = prompt.category if task_category(data) is not None else self.schema.choose_label(prompt.text, data)
-                score = self.runtime.engine.score(result)
-                out[i] = {"result": self._regions(image, result, label, prompt.text, with_box=True),
-                          "score": score, "model_version": version}
-                self._keep_prelabel(tasks[i], version, score, result)
+                jobs.append((image, runnable, prompts, grounded))
+        all_results = self.runtime.engine.run_many([(image.rgb, prompts, image.key) for image, _, prompts, _ in jobs])
+        for (image, runnable, prompts, grounded), results in zip(jobs, all_results):
+            per_task: dict[int, list[tuple[Prompt, PromptResult, Optional[float]]]] = {}
+            for i, prompt, result, box_score in zip(runnable, prompts, results, grounded):
+                per_task.setdefault(i, []).append((prompt, result, box_score))
+            for i, answers in per_task.items():
+                if answers[0][2] is None:
+                    self._answer_one(tasks[i], i, image, *answers[0][:2], out, fail, version)
+                else:
+                    self._answer_objects(tasks[i], i, image, answers, out, fail, version)
         tally = LabelTally()
         for how, named in how_of.values():
             tally.add(how, named)
@@ -316,6 +335,44 @@ class PSLGModel(LabelStudioMLBase):
                         tally.summary())
         self._pin_project_version(version)
         return [o if o is not None else self._empty(version) for o in out]
+
+    def _answer_one(self, task: dict, i: int, image: LoadedImage, prompt: Prompt, result: PromptResult,
+                    out: list[Optional[dict]], fail, version: str) -> None:
+        """A one-object task's prediction: its regions, score and the pre-label kept for learning."""
+        data = task.get("data") or {}
+        if not result.ok:
+            fail(i, str(result.error))
+            return
+        label = prompt.category if task_category(data) is not None else self.schema.choose_label(prompt.text, data)
+        score = self.runtime.engine.score(result)
+        out[i] = {"result": self._regions(image, result, label, prompt.text, with_box=True),
+                  "score": score, "model_version": version}
+        self._keep_prelabel(task, version, score, result)
+
+    def _answer_objects(self, task: dict, i: int, image: LoadedImage,
+                        answers: list[tuple[Prompt, PromptResult, Optional[float]]], out: list[Optional[dict]], fail,
+                        version: str) -> None:
+        """A generalized expression's prediction: one region (with its box) per object stage 1 chose.
+
+        An object whose mask fails is left out; the task fails only when every object did. The score is the
+        lowest object's: one doubtful object is enough to ask for review.
+        """
+        data = task.get("data") or {}
+        regions: list[dict] = []
+        scores: list[float] = []
+        errors: list[str] = []
+        for prompt, result, box_score in answers:
+            if not result.ok:
+                errors.append(str(result.error))
+                continue
+            result.grounding_score = box_score
+            label = prompt.category if task_category(data) is not None else self.schema.choose_label(prompt.text, data)
+            regions += self._regions(image, result, label, None, with_box=True)
+            scores.append(self.runtime.engine.score(result))
+        if not scores:
+            fail(i, errors[0] if errors else "no object could be segmented")
+            return
+        out[i] = {"result": regions, "score": min(scores), "model_version": version}
 
     def _pin_project_version(self, version: str) -> None:
         """With a token configured, keep the project's model version on the served one (``backend.project_version``)."""

@@ -268,17 +268,23 @@ def _validate_refs(refs: list[dict], anns: dict, images: dict, rep: Report) -> N
     for ref in refs:
         rid = ref.get("ref_id")
         where = f"ref {_short(rid)}"
-        if not all(_hashable(ref.get(k)) for k in ("ref_id", "ann_id", "image_id", "split")):
-            rep.error(where, "ref_id, ann_id, image_id and split must be numbers or strings")
+        ann_ids = _ref_ann_ids(ref.get("ann_id"))
+        if ann_ids is None or not all(_hashable(ref.get(k)) for k in ("ref_id", "image_id", "split")):
+            rep.error(where, "ref_id, image_id and split must be numbers or strings, ann_id one or a list of them")
             continue
         if rid in ref_ids:
             rep.error(where, "duplicate ref_id")
         ref_ids.add(rid)
-        ann = anns.get(ref.get("ann_id"))
-        if ann is None:
-            rep.error(where, f"ann_id {ref.get('ann_id')} is not in annotations[]")
-        elif ann.get("image_id") != ref.get("image_id"):
-            rep.error(where, f"image_id {ref.get('image_id')} differs from its annotation's {ann.get('image_id')}")
+        if "no_target" in ref and bool(ref.get("no_target")) != (not ann_ids):
+            rep.error(where, f"no_target is {ref.get('no_target')!r} but ann_id is {_short(ref.get('ann_id'))}")
+        if not ann_ids and "no_target" not in ref:
+            rep.error(where, "ann_id names no annotation and the ref does not say no_target")
+        for ann_id in ann_ids:
+            ann = anns.get(ann_id)
+            if ann is None:
+                rep.error(where, f"ann_id {ann_id} is not in annotations[]")
+            elif ann.get("image_id") != ref.get("image_id"):
+                rep.error(where, f"image_id {ref.get('image_id')} differs from its annotation's {ann.get('image_id')}")
         if ref.get("image_id") not in images:
             rep.error(where, f"image_id {ref.get('image_id')} is not in images[]")
         split = ref.get("split")
@@ -307,6 +313,14 @@ def _validate_refs(refs: list[dict], anns: dict, images: dict, rep: Report) -> N
     rep.counts["sentences"] = len(sent_ids)
 
 
+def _ref_ann_ids(value: Any) -> Optional[list]:
+    """A ref's annotation ids: REFER's one id, or a generalized ref's list (``[-1]`` = no target); None if neither."""
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not all(_hashable(v) and not isinstance(v, (list, tuple)) for v in values):
+        return None
+    return [v for v in values if v != -1]
+
+
 # ------------------------------------------------------------------------------------------------------ stats
 def area_bin_labels() -> list[str]:
     edges = list(AREA_BINS) + [None]
@@ -326,13 +340,18 @@ def stats(ds: Dataset) -> dict:
     images_per_split: dict[str, set] = defaultdict(set)
     if ds.refs is not None:
         for ref in ds.refs:
-            if not all(_hashable(ref.get(k)) for k in ("ann_id", "image_id", "category_id")):
+            ann_ids = _ref_ann_ids(ref.get("ann_id"))
+            category = ref.get("category_id")
+            if isinstance(category, (list, tuple)):  # a generalized ref: its first object's category, or none
+                category = next((c for c in category if c != -1), "no target")
+            if ann_ids is None or not all(_hashable(v) for v in (ref.get("image_id"), category)):
                 continue  # validate names it
             split = str(ref.get("split", "?"))
-            ann_split[ref.get("ann_id")] = split
+            for ann_id in ann_ids:
+                ann_split[ann_id] = split
             per_split[split] += 1
             images_per_split[split].add(ref.get("image_id"))
-            per_cat_split[cats.get(ref.get("category_id"), str(ref.get("category_id")))][split] += 1
+            per_cat_split[cats.get(category, str(category))][split] += 1
             for s in (ref.get("sentences") if isinstance(ref.get("sentences"), list) else []):
                 if not isinstance(s, dict):
                     continue

@@ -78,7 +78,7 @@ def export_file(kind: Kind, export_path: Path | BinaryIO, out: Path, opts: Expor
                         writer.add(item)
                 except MalformedExportError as exc:
                     report.error(where, str(exc))
-                if not report.counts.get("annotations"):
+                if not report.counts.get("annotations") and not report.counts.get("no-target refs"):
                     raise _NothingToWrite
                 writer.close()
             except BaseException:

@@ -2,7 +2,8 @@
 
 * RRSIS: **one task per expression** (the RRSIS-D labeling set-up, ``configs/rrsis_expression_per_task.xml``):
   ``data = {image, expression, bbox [x, y, w, h] px, category, split, ref_id, ann_id}`` and one brush region,
-  the referred object.
+  the referred object. A generalized ref (``configs/generalized_expression_per_task.xml``) has one brush region
+  per object it names, or the "no target" choice; its ``data`` carries ``ann_id`` as a list and ``no_target``.
 * COCO: **one task per image** (``configs/expressions_per_region.xml``): every instance is a brush region;
   expressions, when the COCO file carries them (``expressions`` on an annotation), become per-region TextArea
   results.
@@ -52,26 +53,48 @@ def _wrap(result: list[dict], as_: As, model_version: str) -> dict:
 def rrsis_tasks(root: Path, report: Report, *, split: Optional[str] = None, as_: As = "predictions",
                 url_prefix: Optional[str] = None, document_root: Optional[Path] = None,
                 image_dir: Optional[Path] = None, from_name: str = "tag", to_name: str = "image",
-                model_version: str = "rrsis-ground-truth") -> Iterator[dict]:
-    """One task per expression of an RRSIS-layout dataset (quirks of the real RRSIS-D files accepted)."""
+                model_version: str = "rrsis-ground-truth", choice_name: str = "target",
+                no_target_value: str = "no target") -> Iterator[dict]:
+    """One task per expression of an RRSIS-layout dataset (quirks of the real RRSIS-D files accepted).
+
+    A generalized ref (several objects or none) becomes tasks for ``configs/generalized_expression_per_task.xml``:
+    one brush region per object, or the ``choice_name`` choice ``no_target_value`` and no region.
+    """
+    from converters.labelstudio.regions import no_target_region
+    from converters.labelstudio.schema import LabelSchema
+
     for ref in read_rrsis(root, split, image_dir=image_dir, report=report):
         where = f"ref {ref.ref_id}"
-        try:
-            mask = ref.load_mask()
-        except SegmentationError as exc:
-            report.error(where, str(exc))
-            continue
         if not ref.sentences:
             report.error(where, "ref without a sentence")
             continue
-        x0, y0, x1, y1 = ref.bbox_xyxy
         url = image_url(ref.image_path, url_prefix=url_prefix, document_root=document_root)
-        region = brush_region(mask, ref.category, from_name=from_name, to_name=to_name, region_id=f"ref{ref.ref_id}")
+        try:
+            if ref.generalized:
+                regions = [brush_region(obj.mask, obj.category, from_name=from_name, to_name=to_name,
+                                        region_id=f"ref{ref.ref_id}-{k}")
+                           for k, obj in enumerate(ref.to_item().objects)]
+                if ref.no_target:
+                    schema = LabelSchema(image_name=to_name, no_target_name=choice_name,
+                                         no_target_value=no_target_value)
+                    regions = [dict(no_target_region(schema), id=f"ref{ref.ref_id}")]
+            else:
+                regions = [brush_region(ref.load_mask(), ref.category, from_name=from_name, to_name=to_name,
+                                        region_id=f"ref{ref.ref_id}")]
+        except SegmentationError as exc:
+            report.error(where, str(exc))
+            continue
         for sentence in ref.sentences:
-            task = {"data": {"image": url, "expression": sentence, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                             "category": ref.category, "split": ref.split, "ref_id": ref.ref_id,
-                             "ann_id": ref.ann_id}}
-            task.update(_wrap([region], as_, model_version))
+            data: dict = {"image": url, "expression": sentence}
+            if ref.generalized:
+                data.update({"category": ref.category, "split": ref.split, "ref_id": ref.ref_id,
+                             "ann_id": list(ref.ann_ids) or [-1], "no_target": ref.no_target})
+            else:
+                x0, y0, x1, y1 = ref.bbox_xyxy  # type: ignore[misc]
+                data.update({"bbox": [x0, y0, x1 - x0, y1 - y0], "category": ref.category, "split": ref.split,
+                             "ref_id": ref.ref_id, "ann_id": ref.ann_id})
+            task = {"data": data}
+            task.update(_wrap(regions, as_, model_version))
             report.counts["tasks"] += 1
             yield task
 

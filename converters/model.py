@@ -28,6 +28,25 @@ class ObjectItem:
 
 
 @dataclass
+class Referral:
+    """One generalized expression (with its variants) and the objects it names: several, or none at all.
+
+    Why beside :class:`ObjectItem`: NWPU-Refer and gRefCOCO pair an expression with a *set* of objects, and an
+    empty set ("no target") is a deliberate answer, not a missing one. A single-object expression stays an
+    object's own ``expressions`` (the RRSIS-D layout); a referral holds the other cases.
+    """
+
+    expressions: list[str]
+    objects: list[int] = field(default_factory=list)
+    """Indices into the item's ``objects``; empty = no target."""
+    where: str = ""
+
+    @property
+    def no_target(self) -> bool:
+        return not self.objects
+
+
+@dataclass
 class ImageItem:
     """One image with the objects read from one task (or one COCO image / RRSIS ref)."""
 
@@ -39,6 +58,9 @@ class ImageItem:
     objects: list[ObjectItem] = field(default_factory=list)
     split: Optional[str] = None
     where: str = ""
+    referrals: list[Referral] = field(default_factory=list)
+    """Expressions naming several of ``objects`` or none (see :class:`Referral`); objects they name need no
+    expressions of their own."""
 
 
 @dataclass

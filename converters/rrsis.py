@@ -8,7 +8,11 @@ Written layout (docs/formats.md)::
                                          any other source (RGBA, grayscale, 16-bit, multi-band) as an
                                          8-bit RGB <stem>.png (the loaders open images without converting)
 
-One ref per object; every expression naming that object is one of its sentences. Segmentations are written
+One ref per object; every expression naming that object is one of its sentences. An expression naming several
+objects or none (a generalized one: NWPU-Refer, gRefCOCO) is a ref whose ``ann_id`` is a *list* (gRefCOCO's
+spelling: ``[-1]`` and ``category_id`` ``[-1]`` for no target) and which carries ``no_target``; one-object refs
+keep REFER's integer ``ann_id`` and no ``no_target`` key, so a dataset without generalized expressions is byte for
+byte what RMSIN loads. Segmentations are written
 as a *list* holding one compressed RLE dict (what RRSIS-D ships, and what REFER's ``getMask`` needs: it
 indexes ``segmentation[0]``), annotations carry both ``category_id`` and ``categories_id``.
 
@@ -30,7 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotate.types import Box
-from converters.model import ImageItem, ObjectItem, Report
+from converters.model import ImageItem, ObjectItem, Referral, Report
 from annotate.masks import SegmentationError, segmentation_to_mask, to_rle_list
 from converters.writer import DatasetWriter, ImageMode, SegFormat
 
@@ -89,6 +93,8 @@ class RRSISWriter(DatasetWriter):
         self.seed = seed
         self.refs: list[dict] = []
         self._ref_by_ann: dict[int, dict] = {}
+        self._ref_by_group: dict[tuple[int, tuple[int, ...]], dict] = {}
+        self._ann_category: dict[int, int] = {}
         self._next_sent = 1
 
     def place(self, item: ImageItem, name: str) -> Optional[str]:
@@ -134,7 +140,10 @@ class RRSISWriter(DatasetWriter):
         split = self._split_for(entry, item)
         if split is None:
             return
-        for obj in item.objects:
+        named = {k for referral in item.referrals for k in referral.objects}
+        for k, obj in enumerate(item.objects):
+            if k in named and not obj.expressions:  # written with its multi-object ref
+                continue
             if not obj.expressions:
                 self.report.error(obj.where, "no referring expression for this object")
                 continue
@@ -149,18 +158,57 @@ class RRSISWriter(DatasetWriter):
                 self.refs.append(ref)
                 self._ref_by_ann[ann_id] = ref
                 self.report.counts[f"refs:{split}"] += 1
-            known = {s["raw"] for s in ref["sentences"]}
-            for raw in obj.expressions:
-                raw = raw.strip()
-                if not raw or raw in known:
-                    continue
-                known.add(raw)
-                tokens = tokenize(raw)
-                sid = self._next_sent
-                self._next_sent += 1
-                ref["sent_ids"].append(sid)
-                ref["sentences"].append({"sent_id": sid, "sent": " ".join(tokens), "raw": raw, "tokens": tokens})
-                self.report.counts["sentences"] += 1
+            self._add_sentences(ref, obj.expressions)
+        self._add_referrals(item, entry, split)
+
+    def _add_sentences(self, ref: dict, expressions: Sequence[str]) -> None:
+        known = {s["raw"] for s in ref["sentences"]}
+        for raw in expressions:
+            raw = raw.strip()
+            if not raw or raw in known:
+                continue
+            known.add(raw)
+            tokens = tokenize(raw)
+            sid = self._next_sent
+            self._next_sent += 1
+            ref["sent_ids"].append(sid)
+            ref["sentences"].append({"sent_id": sid, "sent": " ".join(tokens), "raw": raw, "tokens": tokens})
+            self.report.counts["sentences"] += 1
+
+    def _add_referrals(self, item: ImageItem, entry: Any, split: str) -> None:
+        """The item's multi-object and no-target expressions, one ref per (image, set of objects)."""
+        for referral in item.referrals:
+            if not any(e.strip() for e in referral.expressions):
+                self.report.error(referral.where, "no referring expression for this no-target or multi-object ref")
+                continue
+            ann_ids: list[int] = []
+            for k in referral.objects:
+                ann_id, _ = self.add_object(entry, item.objects[k])
+                if ann_id is None:
+                    break
+                ann_ids.append(ann_id)
+            if len(ann_ids) < len(referral.objects):
+                self.report.error(referral.where, "an object of this multi-object expression could not be written")
+                continue
+            group = tuple(sorted(set(ann_ids)))
+            key = (entry.id, group)
+            ref = self._ref_by_group.get(key)
+            if ref is None:
+                cats = [self._ann_category[a] for a in group]
+                ref = {"ref_id": len(self.refs) + 1, "ann_id": list(group) or [-1], "image_id": entry.id,
+                       "category_id": cats or [-1], "file_name": entry.file_name, "split": split,
+                       "sent_ids": [], "sentences": [], "no_target": not group}
+                self.refs.append(ref)
+                self._ref_by_group[key] = ref
+                self.report.counts[f"refs:{split}"] += 1
+                self.report.counts["no-target refs" if not group else "multi-object refs"] += 1
+            self._add_sentences(ref, referral.expressions)
+
+    def add_object(self, entry: Any, obj: ObjectItem, with_expressions: bool = False) -> tuple[Optional[int], bool]:
+        ann_id, new = super().add_object(entry, obj, with_expressions)
+        if ann_id is not None and new:
+            self._ann_category[ann_id] = self.categories[obj.category]
+        return ann_id, new
 
     def close(self) -> None:
         self._write_instances()
@@ -204,7 +252,11 @@ def write_rrsis(root: Path, items: Iterable["ImageItem | RefRecord"], *, dataset
 # ---------------------------------------------------------------------------------------------------- reading
 @dataclass
 class RefRecord:
-    """One RRSIS ref (one object) with its sentences; the mask is decoded on demand by :meth:`load_mask`."""
+    """One RRSIS ref with its sentences; the mask is decoded on demand by :meth:`load_mask`.
+
+    A generalized ref (gRefCOCO layout: ``ann_id`` a list) names several objects (``ann_ids``; the mask is the
+    union of theirs, as gRefCOCO scores it) or none (``no_target``: an empty mask, ``bbox_xyxy`` None).
+    """
 
     ref_id: int
     ann_id: int
@@ -215,14 +267,41 @@ class RefRecord:
     category: str
     split: str
     sentences: list[str]
-    bbox_xyxy: Box
+    bbox_xyxy: Optional[Box]
     segmentation: Any = field(default=None, repr=False)
+    ann_ids: list[int] = field(default_factory=list)
+    """Every object the ref names (one for an RRSIS-D ref, none for a no-target one)."""
+    parts: Optional[list[tuple[Any, str, Box]]] = field(default=None, repr=False)
+    """A generalized ref's objects: (segmentation, category, box) each; None for a one-object ref."""
     _mask: Optional[np.ndarray] = field(default=None, repr=False)
 
+    @property
+    def no_target(self) -> bool:
+        return self.parts is not None and not self.parts
+
+    @property
+    def generalized(self) -> bool:
+        """A multi-object or no-target ref (scored with gIoU / N-acc; not what RMSIN loads)."""
+        return self.parts is not None
+
+    @property
+    def boxes(self) -> list[Box]:
+        """The box of each object named (one for a one-object ref)."""
+        if self.parts is None:
+            return [self.bbox_xyxy] if self.bbox_xyxy is not None else []
+        return [box for _, _, box in self.parts]
+
     def load_mask(self) -> np.ndarray:
-        """The bool (H, W) mask, decoded with pycocotools exactly as REFER's ``getMask`` does (cached)."""
+        """The bool (H, W) mask, decoded with pycocotools exactly as REFER's ``getMask`` does (cached); for a
+        generalized ref the union of its objects' masks (all False for no target)."""
         if self._mask is None:
-            self._mask = segmentation_to_mask(self.segmentation, self.height, self.width)
+            if self.parts is None:
+                self._mask = segmentation_to_mask(self.segmentation, self.height, self.width)
+            else:
+                mask = np.zeros((self.height, self.width), dtype=bool)
+                for segm, _, _ in self.parts:
+                    mask |= segmentation_to_mask(segm, self.height, self.width)
+                self._mask = mask
         return self._mask
 
     @property
@@ -230,11 +309,19 @@ class RefRecord:
         return self.load_mask()
 
     def to_item(self) -> ImageItem:
-        """This ref as an :class:`ImageItem` with one object (for :func:`write_rrsis` / the COCO writer)."""
+        """This ref as an :class:`ImageItem` (for :func:`write_rrsis` / the COCO writer): one object, or a
+        generalized ref's objects with one :class:`Referral` naming them all (or none)."""
+        where = f"ref {self.ref_id}"
+        if self.parts is None:
+            return ImageItem(source=str(self.image_path), path=self.image_path, width=self.width,
+                             height=self.height, objects=[ObjectItem(mask=self.load_mask(), category=self.category,
+                                                                     expressions=list(self.sentences), where=where)],
+                             split=self.split or None, where=where)
+        objects = [ObjectItem(mask=segmentation_to_mask(segm, self.height, self.width), category=cat, where=where)
+                   for segm, cat, _ in self.parts]
         return ImageItem(source=str(self.image_path), path=self.image_path, width=self.width, height=self.height,
-                         objects=[ObjectItem(mask=self.load_mask(), category=self.category,
-                                             expressions=list(self.sentences), where=f"ref {self.ref_id}")],
-                         split=self.split or None, where=f"ref {self.ref_id}")
+                         objects=objects, split=self.split or None, where=where,
+                         referrals=[Referral(list(self.sentences), list(range(len(objects))), where)])
 
 
 class RefsFileError(ValueError):
@@ -322,13 +409,31 @@ def read_rrsis(root: Path, split: Optional[str] = None, *, dataset_name: Optiona
         if split is not None and ref.get("split") != split:
             continue
         where = f"ref {ref.get('ref_id')}"
-        ann = anns.get(int(ref["ann_id"]))
         img = images.get(int(ref["image_id"]))
-        if ann is None or img is None:
+        if img is None:
             if report is not None:
-                report.error(where, f"points to a missing {'annotation' if ann is None else 'image'}")
+                report.error(where, "points to a missing image")
             continue
         h, w = int(img["height"]), int(img["width"])
+        sentences = [str(s.get("raw") or s.get("sent") or "") for s in ref.get("sentences", [])]
+        common = dict(ref_id=int(ref["ref_id"]), image_id=int(img["id"]),
+                      image_path=image_dir / str(img.get("file_name", ref.get("file_name"))), width=w, height=h,
+                      split=str(ref.get("split", "")), sentences=[s for s in sentences if s])
+        ids = _ann_ids(ref["ann_id"])
+        if bool(ref.get("no_target")) and ids:
+            if report is not None:
+                report.error(where, f"says no_target but names {len(ids)} annotation(s)")
+            continue
+        if isinstance(ref["ann_id"], (list, tuple)) and len(ids) != 1:  # generalized: several objects or none
+            record = _generalized_record(ref, ids, anns, cats, h, w, common, where, report)
+            if record is not None:
+                out.append(record)
+            continue
+        ann = anns.get(ids[0]) if ids else None
+        if ann is None:
+            if report is not None:
+                report.error(where, "points to a missing annotation")
+            continue
         try:
             bbox = _bbox_from_segmentation(ann["segmentation"], h, w)
         except (SegmentationError, KeyError, TypeError, ValueError) as exc:
@@ -336,10 +441,42 @@ def read_rrsis(root: Path, split: Optional[str] = None, *, dataset_name: Optiona
                 report.error(where, f"annotation {ann.get('id')}: {exc}")
             continue
         cid = ref.get("category_id", ann.get("category_id", ann.get("categories_id")))
-        sentences = [str(s.get("raw") or s.get("sent") or "") for s in ref.get("sentences", [])]
-        out.append(RefRecord(ref_id=int(ref["ref_id"]), ann_id=int(ann["id"]), image_id=int(img["id"]),
-                             image_path=image_dir / str(img.get("file_name", ref.get("file_name"))),
-                             width=w, height=h, category=cats.get(int(cid), str(cid)) if cid is not None else "",
-                             split=str(ref.get("split", "")), sentences=[s for s in sentences if s],
-                             bbox_xyxy=bbox, segmentation=ann["segmentation"]))
+        if isinstance(cid, (list, tuple)):
+            cid = cid[0] if cid else None
+        out.append(RefRecord(ann_id=int(ann["id"]), ann_ids=[int(ann["id"])],
+                             category=cats.get(int(cid), str(cid)) if cid is not None else "",
+                             bbox_xyxy=bbox, segmentation=ann["segmentation"], **common))
     return out
+
+
+def _ann_ids(value: Any) -> list[int]:
+    """A ref's annotation ids: REFER's one integer, or gRefCOCO's list (``[-1]`` = no target)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [int(v) for v in values if int(v) != -1]
+
+
+def _generalized_record(ref: dict, ids: list[int], anns: dict, cats: dict, h: int, w: int, common: dict,
+                        where: str, report: Optional[Report]) -> Optional[RefRecord]:
+    """A gRefCOCO-style ref (several objects or none) as a :class:`RefRecord`; None (reported) when unreadable."""
+    parts: list[tuple[Any, str, Box]] = []
+    for ann_id in ids:
+        ann = anns.get(ann_id)
+        if ann is None:
+            if report is not None:
+                report.error(where, f"points to a missing annotation {ann_id}")
+            return None
+        try:
+            box = _bbox_from_segmentation(ann["segmentation"], h, w)
+        except (SegmentationError, KeyError, TypeError, ValueError) as exc:
+            if report is not None:
+                report.error(where, f"annotation {ann_id}: {exc}")
+            return None
+        cid = ann.get("category_id", ann.get("categories_id"))
+        parts.append((ann["segmentation"], cats.get(int(cid), str(cid)) if cid is not None else "", box))
+    union: Optional[Box] = None
+    if parts:
+        boxes = [b for _, _, b in parts]
+        union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                 max(b[3] for b in boxes))
+    return RefRecord(ann_id=ids[0] if ids else -1, ann_ids=ids, category=parts[0][1] if parts else "",
+                     bbox_xyxy=union, parts=parts, **common)

@@ -33,9 +33,15 @@ class GroundingSample:
 
 
 def samples_from_records(records: Iterable[Any]) -> list[GroundingSample]:
-    """One sample per sentence of each RRSIS ref (duck-typed: ``image_path``, ``sentences``, ``bbox_xyxy``, ...)."""
+    """One sample per sentence of each RRSIS ref (duck-typed: ``image_path``, ``sentences``, ``bbox_xyxy``, ...).
+
+    Generalized refs (several objects or none: ``generalized`` true) are left out: stage 1 learns and is scored
+    on one box per expression.
+    """
     samples: list[GroundingSample] = []
     for rec in records:
+        if getattr(rec, "generalized", False) or getattr(rec, "bbox_xyxy", None) is None:
+            continue
         for sentence in getattr(rec, "sentences", []) or []:
             samples.append(
                 GroundingSample(

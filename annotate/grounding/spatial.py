@@ -15,6 +15,11 @@ Category names are not cues: "large vehicle" and "small vehicle" are iSAID / DOT
 from a label (``pslg export --missing-expression label``) names the class, not the largest or smallest member of
 it. Such phrases are removed before the cue words are read; superlatives ("the largest small vehicle") still count.
 Callers turn re-ranking off with ``weight=0`` (``--no-spatial`` on the CLI).
+
+Generalized expressions (NWPU-Refer, gRefCOCO) may name several objects or none. After re-ranking,
+``select_targets`` keeps the candidates above a score threshold: one when the expression names one object, all
+of them (or the first N of a numeral) when it names many (``parse_cardinality``: plurals, "all", numerals), and
+none when no candidate passes: the expression's answer is then "no target".
 """
 
 from __future__ import annotations
@@ -155,3 +160,70 @@ def rerank(
         for c, fit in zip(candidates, fits)
     ]
     return sorted(rescored, key=lambda c: -c.score)
+
+
+# ------------------------------------------------------------------------------------ one object, many, or none
+#: The re-ranked score a candidate needs to count as an object a generalized expression names.
+TARGET_THRESHOLD: float = 0.3
+
+_NUMBERS: dict[str, int] = {"one": 1, "single": 1, "two": 2, "both": 2, "pair": 2, "three": 3, "four": 4,
+                            "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11,
+                            "twelve": 12, "dozen": 12}
+_MANY = frozenset({"all", "every", "each", "several", "multiple", "many", "various", "some", "these", "those",
+                   "group", "groups", "rows", "row", "cluster", "clusters"})
+# a superlative or "the only" picks one member out of a plural ("the largest of the tanks")
+_ONE = frozenset({"only", "largest", "biggest", "smallest", "tallest", "longest", "shortest", "leftmost",
+                  "rightmost", "topmost", "uppermost", "bottommost", "northernmost", "southernmost",
+                  "easternmost", "westernmost", "nearest", "closest", "farthest", "furthest", "first", "last"})
+# words ending in "s" that are not plurals
+_NOT_PLURAL = frozenset({"is", "was", "has", "its", "this", "as", "us", "thus", "plus", "yes", "bus", "gas",
+                         "lens", "across", "towards", "always", "besides", "less", "news", "series", "species",
+                         "canvas", "whereas", "nearness", "ness"})
+_NUMERAL = re.compile(r"\b(\d{1,3})\b")
+
+
+@dataclass(frozen=True)
+class Cardinality:
+    """How many objects an expression names: one, or many (``count`` when a numeral says how many)."""
+
+    many: bool = False
+    count: int | None = None
+
+
+def _is_plural(word: str) -> bool:
+    if word in _NOT_PLURAL or len(word) <= 3 or not word.endswith("s"):
+        return False
+    return not word.endswith(("ss", "us", "is", "ous", "ness"))
+
+
+def parse_cardinality(expression: str) -> Cardinality:
+    """Whether ``expression`` names one object or many, and how many when it says so.
+
+    In order: a numeral ("two ships", "3 tanks"; "one of the ..." is one); a superlative or "only" ("the largest
+    of the tanks" is one tank); "all", "every", "several" ...; a plural word ("the tanks on the left"); else one.
+    """
+    text = _normalise(expression)
+    words = _WORD.findall(text)
+    digits = [int(v) for v in _NUMERAL.findall(text)]
+    counts = [_NUMBERS[w] for w in words if w in _NUMBERS] + digits
+    if counts:
+        n = counts[0]
+        return Cardinality(many=n > 1, count=n if n > 1 else None)
+    if any(w in _ONE for w in words):
+        return Cardinality()
+    if any(w in _MANY for w in words) or any(_is_plural(w) for w in words):
+        return Cardinality(many=True)
+    return Cardinality()
+
+
+def select_targets(expression: str, ranked: Sequence[GroundingCandidate],
+                   threshold: float = TARGET_THRESHOLD) -> list[GroundingCandidate]:
+    """The objects a generalized expression names among ``ranked`` (re-ranked, best first): see the module docstring.
+
+    An empty list is the answer "no target": no candidate reached ``threshold``.
+    """
+    above = [c for c in sorted(ranked, key=lambda c: -c.score) if c.score >= threshold]
+    card = parse_cardinality(expression)
+    if not card.many:
+        return above[:1]
+    return above[: card.count] if card.count else above

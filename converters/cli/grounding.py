@@ -154,30 +154,43 @@ def _scores_dict(scores: Any) -> dict[str, Any]:
             "precision": {f"{k:.1f}": v for k, v in sorted(scores.precision.items())}, "n": scores.n}
 
 
+def _generalized_dict(scores: Any) -> dict[str, Any]:
+    return {"giou": scores.giou, "ciou": scores.ciou, "n_acc": scores.n_acc, "t_acc": scores.t_acc, "n": scores.n,
+            "no_target": scores.n_no_target}
+
+
 def evaluate_dataset(
     records: list,
     pipeline: Any,
     oracle_box: bool,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    target_threshold: Optional[float] = None,
 ) -> dict[str, Any]:
-    """Run the pipeline on every expression of ``records``; RRSIS scores (native + 480), box accuracy, per category."""
+    """Run the pipeline on every expression of ``records``; RRSIS scores (native + 480), box accuracy, generalized
+    scores (gIoU, cIoU, N-acc, T-acc), per category.
+
+    A dataset of one-object refs is answered as the RRSIS papers do (one box per expression, never empty). One
+    with generalized refs (several objects or none) is answered with ``Pipeline.run_targets`` (every object
+    stage 1 keeps above ``target_threshold``, or nothing); its RRSIS columns then cover the one-object refs only.
+    """
     import numpy as np
     from tqdm.auto import tqdm
 
     from annotate.grounding.evaluation import summarise
     from annotate.image_io import ImageLoadError, image_key, load_image
-    from annotate.metrics import box_iou, rrsis_scores
+    from annotate.metrics import box_iou, generalized_metrics, rrsis_scores
     from annotate.types import Prompt
 
+    generalized = any(getattr(rec, "generalized", False) for rec in records)
     by_image: dict[Path, list] = defaultdict(list)
     for rec in records:
         by_image[Path(rec.image_path)].append(rec)
     preds: list = []
     gts: list = []
     cats: list[str] = []
+    one_object: list[bool] = []
     box_ious: list[float] = []
-    grounding_scores: list[Optional[float]] = []
     errors: list[str] = []
     for path, recs in tqdm(by_image.items(), desc="eval", unit="image", disable=not progress):
         items = [(rec, sentence) for rec in recs for sentence in rec.sentences]
@@ -185,34 +198,44 @@ def evaluate_dataset(
             continue
         try:
             rgb = load_image(path, max_pixels=max_pixels).rgb
-            results = pipeline.run(
-                rgb, [Prompt(box=rec.bbox_xyxy if oracle_box else None, text=s) for rec, s in items], image_key=image_key(rgb)
-            )
-        except (ImageLoadError, OSError, ValueError) as exc:
-            results = [None] * len(items)
-            errors.append(f"{path.name}: {exc}")
-        for (rec, sentence), res in zip(items, results):
-            gt = rec.load_mask()
-            if res is not None and res.ok:
-                preds.append(_fit(np.asarray(res.mask, bool), gt.shape))
-                box_ious.append(box_iou(res.box, rec.bbox_xyxy) if res.box is not None else 0.0)
-                grounding_scores.append(res.grounding_score)
+            if generalized:
+                answers = [_answer_targets(pipeline, rgb, rec, s, oracle_box, target_threshold) for rec, s in items]
             else:
-                preds.append(np.zeros(gt.shape, bool))
-                box_ious.append(0.0)
-                grounding_scores.append(None)
-                if res is not None:
+                results = pipeline.run(
+                    rgb, [Prompt(box=rec.bbox_xyxy if oracle_box else None, text=s) for rec, s in items],
+                    image_key=image_key(rgb))
+                answers = [[res] for res in results]
+        except (ImageLoadError, OSError, ValueError) as exc:
+            answers = [None] * len(items)
+            errors.append(f"{path.name}: {exc}")
+        for (rec, sentence), answer in zip(items, answers):
+            gt = rec.load_mask()
+            pred = np.zeros(gt.shape, bool)
+            box: Optional[tuple] = None
+            for res in answer or []:
+                if res.ok:
+                    pred |= _fit(np.asarray(res.mask, bool), gt.shape)
+                    box = res.box if box is None else box
+                else:
                     errors.append(f"ref {rec.ref_id} ({path.name}, {sentence!r}): {res.error}")
+            preds.append(pred)
             gts.append(gt)
+            single = not getattr(rec, "generalized", False)
+            one_object.append(single)
+            box_ious.append(box_iou(box, rec.bbox_xyxy) if single and box is not None else 0.0)
             cats.append(rec.category or "(none)")
 
     def table(idx: list[int]) -> dict[str, Any]:
-        p, g = [preds[i] for i in idx], [gts[i] for i in idx]
-        row = {"native": _scores_dict(rrsis_scores(p, g, protocol="native")),
-               "480": _scores_dict(rrsis_scores(p, g, protocol="480")), "n": len(idx)}
-        if not oracle_box:
-            box = summarise([box_ious[i] for i in idx], [cats[i] for i in idx])
-            row["box"] = {"acc@0.5": box.acc50, "mean_iou": box.mean_iou}
+        row: dict[str, Any] = {"n": len(idx)}
+        single = [i for i in idx if one_object[i]]
+        if single:
+            p, g = [preds[i] for i in single], [gts[i] for i in single]
+            row["native"] = _scores_dict(rrsis_scores(p, g, protocol="native"))
+            row["480"] = _scores_dict(rrsis_scores(p, g, protocol="480"))
+            if not oracle_box:
+                box = summarise([box_ious[i] for i in single], [cats[i] for i in single])
+                row["box"] = {"acc@0.5": box.acc50, "mean_iou": box.mean_iou}
+        row["generalized"] = _generalized_dict(generalized_metrics([preds[i] for i in idx], [gts[i] for i in idx]))
         return row
 
     everything = list(range(len(preds)))
@@ -223,7 +246,23 @@ def evaluate_dataset(
         "overall": table(everything) if everything else None,
         "per_category": {c: table(idx) for c, idx in sorted(per_cat.items())},
         "errors": errors,
+        "generalized_data": generalized,
     }
+
+
+def _answer_targets(pipeline: Any, rgb: Any, rec: Any, sentence: str, oracle_box: bool,
+                    threshold: Optional[float]) -> list:
+    """Every object a generalized expression gets: the refs' own boxes (``--oracle-box``) or stage 1's choice."""
+    from annotate.image_io import image_key
+    from annotate.pipeline import PromptError
+    from annotate.types import Prompt, PromptResult
+
+    if oracle_box:
+        return pipeline.run(rgb, [Prompt(box=b, text=sentence) for b in rec.boxes], image_key=image_key(rgb))
+    try:
+        return pipeline.run_targets(rgb, sentence, threshold=threshold, image_key=image_key(rgb))
+    except (PromptError, ValueError) as exc:  # this expression only (a grounding error): counted as a miss
+        return [PromptResult(mask=None, score=0.0, box=None, error=str(exc))]
 
 
 def _category_column(table: Any, report: dict[str, Any]) -> None:
@@ -263,8 +302,13 @@ def _print_report(report: dict[str, Any]) -> None:
 
     console = Console()
     oracle = report["settings"]["oracle_box"]
+    rows = [(n, r) for n, r in [("all", report["overall"])] + list(report["per_category"].items()) if r is not None]
     for protocol in ("native", "480"):
+        if not any(protocol in row for _, row in rows):
+            continue
         title = f"RRSIS {report['settings']['split']} — {'native resolution' if protocol == 'native' else '480×480 (published protocol)'}"
+        if report.get("generalized_data"):
+            title += " — one-object refs"
         t = Table(title=title)
         _category_column(t, report)
         for x in THRESHOLDS:
@@ -274,17 +318,25 @@ def _print_report(report: dict[str, Any]) -> None:
         if not oracle:
             t.add_column("box Acc@0.5", justify="right")
         t.add_column("n", justify="right")
-        rows = [("all", report["overall"])] + list(report["per_category"].items())
         for name, row in rows:
-            if row is None:
+            if protocol not in row:
                 continue
             s = row[protocol]
             cells = [f"{100 * s['precision'][f'{x:.1f}']:.2f}" for x in THRESHOLDS]
             cells += [f"{100 * s['miou']:.2f}", f"{100 * s['oiou']:.2f}"]
             if not oracle:
                 cells.append(f"{100 * row['box']['acc@0.5']:.2f}")
-            t.add_row(f"[bold]{name}[/bold]" if name == "all" else escape(name), *cells, str(row["n"]))
+            t.add_row(f"[bold]{name}[/bold]" if name == "all" else escape(name), *cells, str(s["n"]))
         print_table(t, console)
+    t = Table(title=f"Generalized (gRefCOCO) {report['settings']['split']} — native resolution")
+    _category_column(t, report)
+    for col in ("gIoU", "cIoU", "N-acc", "T-acc", "no target", "n"):
+        t.add_column(col, justify="right")
+    for name, row in rows:
+        g = row["generalized"]
+        cells = [f"{100 * g[k]:.2f}" if g[k] is not None else "-" for k in ("giou", "ciou", "n_acc", "t_acc")]
+        t.add_row(f"[bold]{name}[/bold]" if name == "all" else escape(name), *cells, str(g["no_target"]), str(g["n"]))
+    print_table(t, console)
     _print_errors(console, report["errors"])
 
 
@@ -323,13 +375,14 @@ def eval_command(
     oracle_box: bool = typer.Option(False, "--oracle-box", help="Use the ground-truth box instead of stage 1: separates stage-1 from stage-2 errors."),
     boxes_only: bool = typer.Option(False, "--boxes-only", help="Score stage 1 only (box Acc@0.5, mean IoU): no mask stage runs."),
     spatial: bool = typer.Option(True, "--spatial/--no-spatial", help="Let position and size words (\"top left\", \"largest\") re-rank the grounder's boxes."),
+    target_threshold: float = typer.Option(0.3, "--target-threshold", min=0.0, help="Datasets with multi-object or no-target refs: the re-ranked grounding score an object needs (none passes: \"no target\")."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the report as JSON to this file (default: print only).", show_default=False),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N refs (quick checks).", show_default=False),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", envvar="PSLG_MAX_PIXELS", min=1, help="Refuse images with more pixels (width × height) than this."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Score text → box → mask on an RRSIS split: Pr@0.5…0.9, mIoU, oIoU (native and 480×480), box Acc@0.5, per category."""
+    """Score text → box → mask on an RRSIS split: Pr@0.5…0.9, mIoU, oIoU (native and 480×480), box Acc@0.5, and gIoU, cIoU, N-acc, T-acc (multi-object / no-target refs), per category."""
     if boxes_only and oracle_box:
         raise _fail("--boxes-only scores the grounder's boxes; --oracle-box replaces them: give one of the two")
     if not grounding and not oracle_box:
@@ -360,7 +413,8 @@ def eval_command(
         except Exception as exc:  # any failure to load a model is reported, not traced
             raise _fail(f"cannot load grounding model {grounding}: {exc}") from None
     settings = {"data": str(Path(data).resolve()), "split": split, "grounding": grounding if not oracle_box else None,
-                "oracle_box": oracle_box, "boxes_only": boxes_only, "spatial": spatial, "refs": len(records)}
+                "oracle_box": oracle_box, "boxes_only": boxes_only, "spatial": spatial, "refs": len(records),
+                "target_threshold": target_threshold}
     if boxes_only:
         try:
             with interruptible():
@@ -379,7 +433,7 @@ def eval_command(
         try:
             with interruptible():  # SIGTERM (a scheduler, `timeout`) says so instead of dying silently
                 report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress,
-                                          max_pixels=max_pixels)
+                                          max_pixels=max_pixels, target_threshold=target_threshold)
         except KeyboardInterrupt:
             typer.echo("interrupted: nothing written", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None

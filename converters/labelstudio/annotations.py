@@ -1,7 +1,8 @@
 """Choosing a task's annotation and turning it into (image, expressions, mask, category) items.
 
 This is the one place where a Label Studio annotation becomes training/export data: the converters and the
-backend's training store both call it.
+backend's training store both call it. In a generalized config (``LabelSchema.generalized``) an expression may
+name several regions or none: those expressions become the item's ``Referral``s.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Iterator, Optional
 from converters.labelstudio.media import ImageResolveError, ImageSource
 from converters.labelstudio.polygons import accepts_polygon, read_polygon_region
 from converters.labelstudio.schema import LabelSchema, expressions_of
-from converters.model import ImageItem, ObjectItem, Report
+from converters.model import ImageItem, ObjectItem, Referral, Report
 
 Selection = str  # "latest" | "ground-truth" | "annotator:<email or id>"
 
@@ -101,6 +102,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
     task_exprs = schema.task_expressions(data)
     per_task = task_exprs is not None
     objects: list[ObjectItem] = []
+    region_ids: list[str] = []
     for i, r in enumerate(results):
         rtype = str(r.get("type", "")).lower()
         if rtype == "polygonlabels" and accepts_polygon(schema, r.get("from_name")):
@@ -109,6 +111,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
                 exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
                 objects.append(ObjectItem(mask=read[0], category=read[1], expressions=exprs,
                                           where=f"task {tid} region {r.get('id', i)}"))
+                region_ids.append(str(r.get("id")))
             continue
         if rtype != "brushlabels":
             continue
@@ -138,10 +141,21 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
             continue
         exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
         objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere))
-    if not objects:
+        region_ids.append(str(r.get("id")))
+    referrals: list[Referral] = []
+    # one expression per task whose regions are separate objects: a config with the "no target" choice; a
+    # per-region config groups by relations instead (and keeps merging a task expression's strokes, as before)
+    apart = per_task and schema.no_target_name is not None
+    if apart or (schema.generalized and not per_task):
+        grouped = _generalized_referrals(results, schema, objects, region_ids, task_exprs if apart else None,
+                                         where, report)
+        if grouped is None:
+            return None
+        referrals = grouped
+    if not objects and not referrals:
         report.skipped["annotation without a brush mask or polygon"] += 1
         return None
-    if per_task and len(objects) > 1:  # one task = one referred object: its brush strokes / polygons are merged
+    if per_task and len(objects) > 1 and not apart:  # one task = one referred object: strokes / polygons merged
         cats = {o.category for o in objects}
         if len(cats) > 1:
             report.error(where, f"one-expression task has brush regions with different labels {sorted(cats)}")
@@ -151,8 +165,12 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
             merged |= o.mask
         objects = [ObjectItem(mask=merged, category=objects[0].category, expressions=objects[0].expressions,
                               where=where)]
+    named = {k for ref in referrals for k in ref.objects}
     kept: list[ObjectItem] = []
-    for o in objects:
+    for k, o in enumerate(objects):
+        if k in named:  # an object of a multi-object expression: the referral names it
+            kept.append(o)
+            continue
         if not o.expressions:
             if missing_expression == "error":
                 report.error(o.where, "result without an expression (--missing-expression label uses the label instead)")
@@ -163,10 +181,94 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
             if missing_expression == "label":
                 o.expressions = [label_to_phrase(o.category)]
         kept.append(o)
-    if not kept:
+    if len(kept) < len(objects):  # indices into objects change: keep the referrals pointing at the same objects
+        position = {id(o): k for k, o in enumerate(kept)}
+        for ref in referrals:
+            ref.objects = [position[id(objects[k])] for k in ref.objects]
+    if not kept and not referrals:
         return None
     split = data.get("split") if isinstance(data.get("split"), str) else None
-    return ImageItem(source=src, path=path, width=width, height=height, objects=kept, split=split, where=where)
+    return ImageItem(source=src, path=path, width=width, height=height, objects=kept, split=split, where=where,
+                     referrals=referrals)
+
+
+def _chose_no_target(results: list[dict], schema: LabelSchema) -> bool:
+    """Whether the annotation holds the config's explicit "no target" choice."""
+    for r in results:
+        if str(r.get("type", "")).lower() == "choices" and r.get("from_name") == schema.no_target_name:
+            chosen = (r.get("value") or {}).get("choices") or []
+            if schema.no_target_value in chosen:
+                return True
+    return False
+
+
+def _related_groups(results: list[dict], region_ids: list[str]) -> list[list[int]]:
+    """Objects joined by Label Studio relations (either direction), as groups of object indices, in order.
+
+    Relations to regions that are not objects (a box nested under a mask, a keypoint) join nothing.
+    """
+    index = {rid: k for k, rid in enumerate(region_ids)}
+    parent = list(range(len(region_ids)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for r in results:
+        if str(r.get("type", "")).lower() != "relation":
+            continue
+        a, b = index.get(str(r.get("from_id"))), index.get(str(r.get("to_id")))
+        if a is not None and b is not None:
+            parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for k in range(len(region_ids)):
+        groups.setdefault(root(k), []).append(k)
+    return list(groups.values())
+
+
+def _generalized_referrals(results: list[dict], schema: LabelSchema, objects: list[ObjectItem],
+                           region_ids: list[str], task_exprs: Optional[list[str]], where: str,
+                           report: Report) -> Optional[list[Referral]]:
+    """The multi-object and no-target expressions of a generalized annotation (None: the task failed).
+
+    One expression per task: every region is one object of it (never merged); the "no target" choice with no
+    region is the answer "nothing", with a region a contradiction. Per-region expressions: regions joined by
+    relations share their expressions; the task-level no-target TextArea holds expressions naming nothing.
+    """
+    referrals: list[Referral] = []
+    if task_exprs is not None:
+        no_target = _chose_no_target(results, schema)
+        if no_target and objects:
+            report.error(where, f"marked {schema.no_target_value!r} but has {len(objects)} region(s): "
+                                "remove the regions or the choice")
+            return None
+        if no_target or len(objects) > 1:
+            if not task_exprs:
+                report.error(where, "a no-target or multi-object task without an expression")
+                return None
+            referrals.append(Referral(list(task_exprs), list(range(len(objects))), where))
+            for o in objects:
+                o.expressions = []
+        return referrals
+    for group in _related_groups(results, region_ids):
+        if len(group) < 2:
+            continue
+        exprs = list(dict.fromkeys(e for k in group for e in objects[k].expressions))
+        if not exprs:
+            report.error(where, f"related regions {', '.join(region_ids[k] for k in group)} have no expression")
+            return None
+        referrals.append(Referral(exprs, group, where))
+        for k in group:
+            objects[k].expressions = []
+    if schema.no_target_area:
+        nothing = [e for r in results if str(r.get("type", "")).lower() == "textarea"
+                   and r.get("from_name") == schema.no_target_area
+                   for e in expressions_of((r.get("value") or {}).get("text"))]
+        if nothing:
+            referrals.append(Referral(list(dict.fromkeys(nothing)), [], where))
+    return referrals
 
 
 def iter_items(tasks: Iterator[dict], schema: LabelSchema, resolver: ImageSource, report: Report,

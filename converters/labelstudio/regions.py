@@ -1,4 +1,5 @@
-"""Label Studio result regions (brush, rectangle, relation, TextArea) built from masks, boxes and texts.
+"""Label Studio result regions (brush, rectangle, relation, TextArea, the "no target" choice) built from masks,
+boxes and texts.
 
 One builder per region kind, used by every producer of regions: the backend's predictions, the importer's
 pre-annotated tasks and the synthetic export. Label Studio reads rectangles in percent of the original image
@@ -76,6 +77,15 @@ def polygon_regions(mask: Any, label: Optional[str], *, from_name: str, to_name:
 def relation_region(from_id: str, to_id: str) -> dict:
     """A relation between two regions of the same result (shown as an arrow ``from → to``)."""
     return {"type": "relation", "from_id": from_id, "to_id": to_id, "direction": "right"}
+
+
+def no_target_region(schema: LabelSchema, score: Optional[float] = None) -> dict:
+    """The generalized config's "no target" choice: the expression names nothing in the image."""
+    region = {"id": new_region_id(), "type": "choices", "from_name": schema.no_target_name or "target",
+              "to_name": schema.image_name, "value": {"choices": [schema.no_target_value]}}
+    if score is not None:
+        region["score"] = float(score)
+    return region
 
 
 def textarea_region(texts: Sequence[str], region_id: str, *, from_name: str = "expression",

@@ -8,7 +8,9 @@ Supported shape (the configs in ``converters/configs``): one ``<Image>`` with a 
 for polygon projects, a ``<PolygonLabels>``; for box-only projects a ``<RectangleLabels>``: see ``shape``), and
 optionally a ``<Text>`` holding the task's referring expression, ``<RectangleLabels>`` (boxes),
 ``<KeyPointLabels>`` (clicks), ``<PolygonLabels>`` and a ``<TextArea>`` (typed prompt, or per-region
-expressions). Supporting another control means one more ``_control`` lookup in :meth:`LabelSchema.parse`.
+expressions). A generalized config (one expression, several objects or none) adds a ``<Choices>`` with a
+"no target" choice, or (per-region expressions) a task-level ``<TextArea name="no_target">``. Supporting
+another control means one more ``_control`` lookup in :meth:`LabelSchema.parse`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from converters.labelstudio.label_matcher import LabelMatcher
 DEFAULT_EXPRESSION_KEY = "expression"
 #: Task data keys read for the expression after the config's own (datasets spell it many ways).
 EXPRESSION_KEYS = ("expression", "sentence", "text", "caption", "ref", "referring_expression")
+#: Spellings (normalised) of the choice, and of a task-level TextArea's name, that say "this names nothing here".
+NO_TARGET_CHOICES = frozenset({"no target", "notarget", "no object", "no target expression",
+                               "no target expressions"})
 #: Task data keys that may name the object's category.
 LABEL_KEYS = ("label", "category", "class")
 
@@ -74,6 +79,18 @@ class LabelSchema:
     expression_key: Optional[str] = DEFAULT_EXPRESSION_KEY
     """Task data key of the config's ``<Text>`` expression; None when the config shows none."""
     expression_name: Optional[str] = None
+    no_target_name: Optional[str] = None
+    """The ``<Choices>`` holding the explicit "no target" answer of a generalized config (its choice value is
+    ``no_target_value``); None in a one-object config."""
+    no_target_value: str = "no target"
+    no_target_area: Optional[str] = None
+    """A task-level ``<TextArea>`` (named ``no_target...``) of a per-region generalized config: expressions
+    that name nothing in the image."""
+
+    @property
+    def generalized(self) -> bool:
+        """One expression may name several regions (each region one object, never merged) or none."""
+        return self.no_target_name is not None or self.no_target_area is not None
 
     @classmethod
     def parse(cls, config: str) -> "LabelSchema":
@@ -113,6 +130,11 @@ class LabelSchema:
                  and str(getattr(o, "value", "")).startswith("$")]
         expression = next((o for o in texts if "expression" in o.name.lower() or "expression" in str(o.value)),
                           texts[0] if texts else None)
+        no_target = next(((c, v) for c in li.controls if c.tag.lower() == "choices"
+                          for v in c.labels or [] if _norm(v) in NO_TARGET_CHOICES), None)
+        no_target_area = next((c for c in areas if c not in per_region and _norm(c.name) in NO_TARGET_CHOICES),
+                              None)
+        areas = [c for c in areas if c is not no_target_area]
         return cls(
             image_name=image.name,
             image_key=str(image.value).lstrip("$"),
@@ -131,6 +153,9 @@ class LabelSchema:
             textarea_names={c.name for c in per_region},
             expression_key=str(expression.value).lstrip("$") if expression is not None else None,
             expression_name=expression.name if expression is not None else None,
+            no_target_name=no_target[0].name if no_target is not None else None,
+            no_target_value=no_target[1] if no_target is not None else cls.no_target_value,
+            no_target_area=no_target_area.name if no_target_area is not None else None,
         )
 
     # --- reading task data --------------------------------------------------------------------------------
@@ -168,6 +193,8 @@ class LabelSchema:
         return not self.brush_names or from_name in self.brush_names
 
     def accepts_expression_area(self, from_name: Any) -> bool:
+        if self.no_target_area is not None and from_name == self.no_target_area:
+            return False
         return not self.textarea_names or from_name in self.textarea_names
 
     def choose_label(self, expression: Optional[str], data: dict[str, Any], hint: Optional[str] = None) -> Optional[str]:
