@@ -18,7 +18,7 @@ __all__ = ["EXTRAS", "INSTALL_TARGET", "MissingExtraError", "install_command", "
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sam": ("torch", "torchvision", "segment_anything"),
     "grounding": ("torch", "torchvision", "transformers"),
-    "segmenters": ("torch", "transformers", "timm"),
+    "segmenters": ("torch", "transformers"),  # + timm, which only EdgeTAM needs (checked when one loads)
     "ray": ("ray",),
 }
 """Import names each extra provides (the distributions are listed in pyproject.toml)."""

@@ -66,6 +66,14 @@ def load_hf_model(spec: str | Path, families: dict[str, str]) -> tuple[Any, Any,
     except (OSError, ValueError) as exc:
         raise ModelSpecError(f"cannot read model {spec}: {exc}") from exc
     model_type = str(getattr(config, "model_type", ""))
+    if model_type == "edgetam":
+        import importlib.util
+
+        if importlib.util.find_spec("timm") is None:
+            from annotate.extras import MissingExtraError, install_command
+
+            raise MissingExtraError(f"EdgeTAM ({spec}) needs timm for its RepViT backbone, part of the [segmenters] "
+                                    f"extra: {install_command('segmenters')} in the repository's folder")
     if model_type not in families:
         hint = ("; SAM 3 is a one-stage model: use --one-stage (PSLG_ONE_STAGE_MODEL)" if model_type in ONE_STAGE_FAMILIES
                 else "")
