@@ -21,13 +21,17 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from annotate.synthetic import make_scene
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's packages (and tests.support for SAM 3's tokenizer)
+
+from annotate.synthetic import make_scene  # noqa: E402
 
 
 def _sam_vit_b():

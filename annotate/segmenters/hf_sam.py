@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from annotate.device import resolve_device
 from annotate.segmenters.base import Segmenter
 from annotate.segmenters.hf_spec import ONE_STAGE_FAMILIES, SEGMENTER_FAMILIES, ModelSpecError
-from annotate.segmenters.sam import _check_image, _check_prompt
-from annotate.segmenters.sam_checkpoint import _weights_digest
+from annotate.segmenters.checks import check_image as _check_image
+from annotate.segmenters.checks import check_prompt as _check_prompt
+from annotate.segmenters.checks import weights_digest as _weights_digest
 from annotate.types import SegmentationOutput
 
 MultimaskMode = Literal["auto", "always", "never"]

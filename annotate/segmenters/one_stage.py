@@ -32,8 +32,9 @@ from annotate.grounding.text import normalise_expression
 from annotate.segmenters.base import Segmenter
 from annotate.segmenters.hf_sam import load_hf_model
 from annotate.segmenters.hf_spec import ONE_STAGE_FAMILIES
-from annotate.segmenters.sam import _check_image, _check_prompt
-from annotate.segmenters.sam_checkpoint import _weights_digest
+from annotate.segmenters.checks import check_image as _check_image
+from annotate.segmenters.checks import check_prompt as _check_prompt
+from annotate.segmenters.checks import weights_digest as _weights_digest
 from annotate.types import SegmentationOutput
 
 #: Words that are not part of an object's category (articles, prepositions, fillers of RS expressions).
