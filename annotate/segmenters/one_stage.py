@@ -151,8 +151,7 @@ class Sam3OneStage:
                 inputs["input_boxes"] = prompt["input_boxes"].to(self.device, dtype=self.dtype)
                 inputs["input_boxes_labels"] = prompt["input_boxes_labels"].to(self.device)
             with torch.inference_mode():
-                out = self.model(vision_embeds=feats, **inputs)
-                out = _to_float(out)
+                out = _top_queries(_to_float(self.model(vision_embeds=feats, **inputs)), MAX_INSTANCES)
                 result = self.processor.post_process_instance_segmentation(out, threshold=0.0, mask_threshold=0.5,
                                                                            target_sizes=[(h, w)])[0]
             scores = result["scores"].float().cpu().numpy()
@@ -180,6 +179,20 @@ def _to_float(out: Any) -> Any:
         value = getattr(out, name, None)
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             setattr(out, name, value.float())
+    return out
+
+
+def _top_queries(out: Any, k: int) -> Any:
+    """Only the ``k`` best-scoring queries (SAM 3 has 200): post-processing then upsamples k masks, not 200."""
+    scores = out.pred_logits.sigmoid()
+    if getattr(out, "presence_logits", None) is not None:
+        scores = scores * out.presence_logits.sigmoid()
+    if scores.shape[1] <= k:
+        return out
+    idx = torch.topk(scores[0], k).indices
+    out.pred_logits = out.pred_logits[:, idx]
+    out.pred_boxes = out.pred_boxes[:, idx]
+    out.pred_masks = out.pred_masks[:, idx]
     return out
 
 

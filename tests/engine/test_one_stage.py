@@ -78,3 +78,17 @@ def test_pipeline_text_to_mask_and_clicks(sam3_dir) -> None:
     assert not np.array_equal(base.mask, clicked.mask)
     assert pipe.model_version.startswith("sam3-")
     assert box_iou(text.box, base.box) == pytest.approx(1.0)
+
+
+def test_only_the_best_queries_are_post_processed(tmp_path) -> None:
+    """SAM 3 answers with many queries; the best MAX_INSTANCES are kept, best first, masks at the image's size."""
+    from annotate.segmenters.one_stage import MAX_INSTANCES
+
+    model = Sam3OneStage(save_tiny_sam3(tmp_path / "m", num_queries=MAX_INSTANCES + 10), device="cpu")
+    img = _scene()
+    found = model.instances(img, "k", "ship")
+    assert len(found) == MAX_INSTANCES
+    scores = [inst.score for inst in found]
+    assert scores == sorted(scores, reverse=True)
+    assert all(inst.mask.shape == img.shape[:2] for inst in found)
+    assert model.instances(img, "k", "ship") is found  # cached per (image, phrase)
