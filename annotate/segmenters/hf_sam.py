@@ -36,8 +36,9 @@ from annotate.types import SegmentationOutput
 
 MultimaskMode = Literal["auto", "always", "never"]
 
-#: model_type → the transformers class that runs it.
+#: model_type → the transformers class that runs it (segmenters; SAM 3 is the one-stage model).
 _MODEL_CLASSES = {"sam2": "Sam2Model", "sam_hq": "SamHQModel", "edgetam": "EdgeTamModel", "sam": "SamModel"}
+_ALL_CLASSES = {**_MODEL_CLASSES, "sam3": "Sam3Model"}
 #: Families whose encoder returns a feature pyramid (the last level is the prompt-facing embedding).
 _PYRAMID = {"sam2", "edgetam"}
 
@@ -80,7 +81,7 @@ def load_hf_model(spec: str | Path, families: dict[str, str]) -> tuple[Any, Any,
                 else "")
         raise ModelSpecError(f"model {spec} is a {model_type or 'model without model_type'}, not one of "
                              f"{', '.join(sorted(families))}{hint}")
-    cls_name = _MODEL_CLASSES.get(model_type) or {"sam3": "Sam3Model"}[model_type]
+    cls_name = _ALL_CLASSES[model_type]
     model_cls = getattr(transformers, cls_name, None)
     if model_cls is None:
         raise ModelSpecError(f"model {spec} needs transformers.{cls_name}, which transformers "
