@@ -144,6 +144,13 @@ class HFSamSegmenter(Segmenter):
         self._local = threading.local()
         self.hits = 0
         self.misses = 0
+        self.disk_hits = 0
+        self.disk_cache = None  # an annotate.segmenters.embedding_store.DiskEmbeddingCache (attach_disk_cache)
+
+    def attach_disk_cache(self, cache) -> None:
+        """Also keep embeddings in ``cache`` (a ``DiskEmbeddingCache``), as ``SamSegmenter`` does: memory first,
+        then the disk; the encoder runs only when both miss."""
+        self.disk_cache = cache
 
     # ------------------------------------------------------------------ precision
     def set_dtype(self, dtype: torch.dtype) -> None:
@@ -159,7 +166,8 @@ class HFSamSegmenter(Segmenter):
     def cache_info(self) -> dict[str, int]:
         """Hits, misses (= encoder passes), entries held and capacity."""
         with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "size": len(self._cache), "capacity": self.cache_size}
+            return {"hits": self.hits, "misses": self.misses, "disk_hits": self.disk_hits, "size": len(self._cache),
+                    "capacity": self.cache_size}
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -192,15 +200,24 @@ class HFSamSegmenter(Segmenter):
             from annotate.image_io import image_key as content_key
 
             image_key = content_key(image)
-        key = f"{self.name}:{image_key}"
+        key = f"{self.name}:{str(self.dtype).replace('torch.', '')}:{image_key}"  # a bf16 embedding fits bf16 only
         with self._lock:
             emb = self._cache.get(key)
+            stored = None if emb is not None or self.disk_cache is None else self.disk_cache.get(key, self.device)
             if emb is not None:
                 self._cache.move_to_end(key)
                 self.hits += 1
             else:
-                self.misses += 1
-                emb = self._encode(image)
+                if stored is not None and "resized_size" in stored:
+                    self.disk_hits += 1
+                    emb = _Embedding(tensors=tuple(stored["features"]), original_size=tuple(stored["original_size"]),
+                                     resized_size=tuple(stored["resized_size"]), input_size=tuple(stored["input_size"]))
+                else:
+                    self.misses += 1
+                    emb = self._encode(image)
+                    if self.disk_cache is not None:
+                        self.disk_cache.put(key, list(emb.tensors), emb.original_size, emb.input_size,
+                                            resized_size=list(emb.resized_size))
                 if self.cache_size > 0:
                     self._cache[key] = emb
                     while len(self._cache) > self.cache_size:

@@ -128,3 +128,23 @@ def test_pipeline_clicks_refine_and_cfpg_mbo_apply(model_dirs, family) -> None:
     assert not np.array_equal(base.mask, clicked.mask)
     assert seg.cache_info()["misses"] == 1
     assert pipe.model_version.startswith(seg.name)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_disk_cache_serves_another_process(model_dirs, tmp_path, family) -> None:
+    """Embeddings on disk (PSLG_EMBEDDING_CACHE / --cache-embeddings): a second segmenter with the same weights
+    answers without its encoder, with the same masks."""
+    from annotate.segmenters.embedding_store import DiskEmbeddingCache
+
+    folder = _dir(model_dirs, family)
+    img = _scene()
+    box = np.array([30, 20, 80, 60])
+    first = HFSamSegmenter(folder, device="cpu")
+    first.attach_disk_cache(DiskEmbeddingCache(tmp_path / "emb"))
+    first.set_image(img, image_key="scene")
+    expected = first.predict(box=box).mask
+    second = HFSamSegmenter(folder, device="cpu")
+    second.attach_disk_cache(DiskEmbeddingCache(tmp_path / "emb"))
+    second.set_image(img, image_key="scene")
+    assert second.cache_info()["disk_hits"] == 1 and second.cache_info()["misses"] == 0
+    assert np.array_equal(second.predict(box=box).mask, expected)
