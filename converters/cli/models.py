@@ -82,7 +82,9 @@ def _families_table():
     from annotate.extras import missing_modules
     from annotate.segmenters.hf_spec import HUB_EXAMPLES, ONE_STAGE_FAMILIES, SEGMENTER_FAMILIES
 
-    missing = missing_modules("segmenters")
+    import importlib.util
+
+    missing = missing_modules("segmenters") + (["timm (EdgeTAM only)"] if importlib.util.find_spec("timm") is None else [])
     note = "installed" if not missing else f"needs the [segmenters] extra (missing: {', '.join(missing)})"
     table = Table(title=f"Hugging Face model families ({note}); give a folder or hub id, transformers downloads it")
     for col in ("family", "model_type", "option", "hub ids"):
