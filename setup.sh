@@ -45,8 +45,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip
-# every model stack ([all]: SAM and the grounding models) so that the whole test suite runs; users who only need
-# the weights-free backend and the converters install `pip install .` (no torch, see README)
+# every model stack ([all]: SAM, the grounding models, SAM 2.1 / SAM-HQ / EdgeTAM / SAM 3) so that the whole
+# test suite runs; the weights-free backend and the converters alone: `pip install .` (no torch, see README)
 .venv/bin/pip install -q -e ".[all,dev,ray]"
 echo "setup.sh: toolkit installed: $(pwd)/.venv/bin/pslg"
 

@@ -3,7 +3,9 @@
 Why one factory: the backend, every CLI command and the benchmarks must mean the same thing by the same
 settings. A checkpoint given by registry name (``vit_b``, as ``pslg models pull vit_b`` downloads it) resolves
 through ``annotate.checkpoints`` to the cached file and sets the SAM model type; a path is used as given; none
-means the weights-free classical segmenter. A grounding spec may be a model directory, a hub id or a model
+means the weights-free classical segmenter; a Hugging Face model folder (``config.json``) or hub id is SAM 2.1,
+SAM-HQ or EdgeTAM by its model_type (``annotate.segmenters.hf_spec``). A one-stage spec (SAM 3) replaces both
+stages' models: it grounds and segments. A grounding spec may be a model directory, a hub id or a model
 store (its current version, see ``annotate.modelstore``). The factory takes arguments only: reading
 environment variables is the job of the CLI and the backend.
 """
@@ -30,13 +32,42 @@ def resolve_segmenter_checkpoint(checkpoint: Optional[str | Path], model_type: s
 
 
 def build_segmenter(
-    checkpoint: Optional[str | Path] = None, model_type: str = "vit_b", device: str = "auto", cache_size: int = 8
+    checkpoint: Optional[str | Path] = None, model_type: str = "vit_b", device: str = "auto", cache_size: int = 8,
+    precision: Optional[str] = None,
 ) -> Segmenter:
-    """SAM for a checkpoint name or path, the classical segmenter without one."""
+    """SAM (or a Hugging Face SAM-family model) for a checkpoint name, path or folder; the classical segmenter
+    without one. ``precision`` (auto | fp32 | bf16 | tf32, see ``annotate.precision``) applies on CUDA; None
+    leaves the model as loaded (fp32)."""
     from annotate.segmenters import build_segmenter as _build
 
     path, model_type = resolve_segmenter_checkpoint(checkpoint, model_type)
-    return _build(path, model_type=model_type, device=device, cache_size=cache_size)
+    segmenter = _build(path, model_type=model_type, device=device, cache_size=cache_size)
+    if precision is not None and path is not None:
+        from annotate.precision import apply_precision
+
+        apply_precision(segmenter, precision)
+    return segmenter
+
+
+def build_one_stage_pipeline(
+    spec: str | Path,
+    device: str = "auto",
+    use_cfpg: Optional[bool] = None,
+    use_mbo: Optional[bool] = None,
+    precision: Optional[str] = None,
+    spatial_weight: Optional[float] = None,
+) -> Pipeline:
+    """The pipeline of a one-stage model (SAM 3): its grounder (instances re-ranked by the expression's spatial
+    cues) and its segmenter (the referred instance's mask); CFPG/MBO switches as for any segmenter."""
+    from annotate.segmenters.one_stage import build_one_stage
+
+    kwargs = {} if spatial_weight is None else {"spatial_weight": spatial_weight}
+    model = build_one_stage(spec, device=device, **kwargs)
+    if precision is not None:
+        from annotate.precision import apply_precision
+
+        apply_precision(model.segmenter, precision)
+    return Pipeline(model.segmenter, model.grounder, use_cfpg=use_cfpg, use_mbo=use_mbo)
 
 
 def load_grounding(spec: "str | Path | Grounder | None", device: str = "auto", **kwargs) -> Optional[Grounder]:

@@ -108,6 +108,10 @@ class Settings:
     sam_checkpoint: Optional[str] = None
     sam_model_type: str = "vit_b"
     grounding_model: Optional[str] = None
+    #: a one-stage model (SAM 3 folder or hub id): grounds and segments, replacing the SAM checkpoint and grounder
+    one_stage_model: Optional[str] = None
+    #: model precision on CUDA (annotate.precision): auto | fp32 | bf16 | tf32
+    precision: str = "auto"
     device: str = "auto"
     train_every: int = 0
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
@@ -176,6 +180,8 @@ class Settings:
             sam_checkpoint=_str(env, "PSLG_SAM_CHECKPOINT"),
             sam_model_type=_str(env, "PSLG_SAM_MODEL_TYPE") or "vit_b",
             grounding_model=_str(env, "PSLG_GROUNDING_MODEL"),
+            one_stage_model=_str(env, "PSLG_ONE_STAGE_MODEL"),
+            precision=_str(env, "PSLG_PRECISION") or "auto",
             device=_str(env, "PSLG_DEVICE") or "auto",
             train_every=_int(env, "PSLG_TRAIN_EVERY", 0),
             max_image_bytes=_int(env, "PSLG_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES),

@@ -108,6 +108,11 @@ def load_pipeline(settings: Settings, grounder=_FROM_SETTINGS):
     from annotate.factory import build_pipeline
 
     s = settings
+    if s.one_stage_model:  # SAM 3 grounds and segments by itself
+        from annotate.factory import build_one_stage_pipeline
+
+        return build_one_stage_pipeline(s.one_stage_model, device=s.device, use_cfpg=s.use_cfpg, use_mbo=s.use_mbo,
+                                        precision=s.precision)
     if grounder is _FROM_SETTINGS:
         grounder = None
         if s.grounding_model:
@@ -119,6 +124,10 @@ def load_pipeline(settings: Settings, grounder=_FROM_SETTINGS):
         learned = load_learned(s)
         if learned is not None and learned.priors is not None:
             segmenter = ClassicalSegmenter(priors=learned.priors)
+    if segmenter is None and s.sam_checkpoint:
+        from annotate.factory import build_segmenter
+
+        segmenter = build_segmenter(s.sam_checkpoint, s.sam_model_type, device=s.device, precision=s.precision)
     pipeline = build_pipeline(s.sam_checkpoint, s.sam_model_type, grounding=grounder, device=s.device,
                               use_cfpg=s.use_cfpg, use_mbo=s.use_mbo, segmenter=segmenter)
     if s.embedding_cache and hasattr(pipeline.segmenter, "attach_disk_cache"):  # SAM: embeddings shared on disk
@@ -134,7 +143,7 @@ def pool_workers(settings: Settings) -> int:
     SAM's encoder runs one image at a time per device and a grounder is swapped in place after retraining,
     so only the pipeline without weights (classical segmenter, boxes from the tasks) is spread over processes.
     """
-    if settings.sam_checkpoint or settings.grounding_model:
+    if settings.sam_checkpoint or settings.grounding_model or settings.one_stage_model:
         return 1
     return settings.workers if settings.workers > 0 else (os.cpu_count() or 1)
 

@@ -55,12 +55,19 @@ class DiskEmbeddingCache:
             path.unlink(missing_ok=True)
             return None
 
-    def put(self, key: str, features: Any, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
-        """Store an entry, then evict the least recently used ones beyond ``max_bytes``."""
+    def put(self, key: str, features: Any, original_size: tuple[int, int], input_size: tuple[int, int],
+            **extra: Any) -> None:
+        """Store an entry, then evict the least recently used ones beyond ``max_bytes``.
+
+        ``features`` is one tensor (SAM) or a list of tensors (the feature pyramids of SAM 2 / EdgeTAM, SAM-HQ's
+        intermediate features); ``extra`` holds further plain values (lists of ints) the segmenter needs back.
+        """
         import torch
 
-        entry = {"key": key, "features": features.detach().cpu(), "original_size": list(original_size),
-                 "input_size": list(input_size)}
+        stored = ([f.detach().cpu() for f in features] if isinstance(features, (list, tuple))
+                  else features.detach().cpu())
+        entry = {"key": key, "features": stored, "original_size": list(original_size), "input_size": list(input_size),
+                 **extra}
         try:
             with atomic_path(self._path(key)) as tmp:
                 torch.save(entry, tmp)

@@ -34,8 +34,8 @@ from segment_anything import SamPredictor, sam_model_registry
 from segment_anything.modeling import Sam
 
 from annotate.device import resolve_device
-from annotate.geometry import clip_box
 from annotate.segmenters.base import Segmenter
+from annotate.segmenters.checks import check_image as _check_image, check_prompt as _check_prompt
 from annotate.segmenters.sam_checkpoint import (CHECKPOINT_FORMAT, OFFICIAL_MODEL_TYPES, SamArchitecture,
                                                 SamCheckpointError, SamCheckpointNotFoundError,
                                                 build_sam_from_architecture, detect_model_type, save_sam_checkpoint)
@@ -279,45 +279,3 @@ class SamSegmenter(Segmenter):
         best = int(np.argmax(ious))
         return SegmentationOutput(mask=masks[best].astype(bool), score=float(np.clip(ious[best], 0.0, 1.0)),
                                   logits=np.asarray(low[best : best + 1], dtype=np.float32))
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        raise ValueError(f"SAM expects an H×W×3 RGB image, got shape {shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"SAM expects a uint8 image, got {image.dtype} (load images with annotate.image_io.load_image)")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"empty image of shape {image.shape}")
-    return np.ascontiguousarray(image)
-
-
-def _check_prompt(
-    box: Optional[np.ndarray],
-    point_coords: Optional[np.ndarray],
-    point_labels: Optional[np.ndarray],
-    width: int,
-    height: int,
-) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
-    """Validate a prompt against the image size; clip a box that sticks out. Raises ValueError with the reason."""
-    box_arr = None
-    if box is not None:
-        box_arr = np.array(clip_box(np.asarray(box, dtype=np.float64).reshape(-1), width, height))
-    coords = labels = None
-    if point_coords is not None and np.asarray(point_coords).size > 0:
-        coords = np.asarray(point_coords, dtype=np.float64).reshape(-1, 2)
-        if point_labels is None:
-            raise ValueError("point_labels are required with point_coords (1 = foreground, 0 = background)")
-        labels = np.asarray(point_labels).reshape(-1).astype(np.int64)
-        if len(labels) != len(coords):
-            raise ValueError(f"{len(coords)} points but {len(labels)} point labels")
-        if not np.all(np.isin(labels, (0, 1))):
-            raise ValueError(f"point labels must be 0 or 1, got {labels.tolist()}")
-        if not np.all(np.isfinite(coords)):
-            raise ValueError(f"points must be finite, got {coords.tolist()}")
-        outside = (coords[:, 0] < 0) | (coords[:, 1] < 0) | (coords[:, 0] >= width) | (coords[:, 1] >= height)
-        if outside.any():
-            raise ValueError(f"point {coords[np.argmax(outside)].tolist()} lies outside the {width}×{height} image")
-    if box_arr is None and coords is None:
-        raise ValueError("a prompt needs a box or at least one point")
-    return box_arr, coords, labels

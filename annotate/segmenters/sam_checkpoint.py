@@ -8,7 +8,6 @@ architecture is used instead of ``model_type``, which is how tiny test models an
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from annotate.atomic import atomic_path
+from annotate.segmenters.checks import weights_digest as _weights_digest  # noqa: F401  (re-exported: SAM's name)
 
 #: Value of the ``format`` key of a self-describing checkpoint.
 CHECKPOINT_FORMAT = "pslg-sam/1"
@@ -145,26 +145,6 @@ def detect_model_type(state_dict: dict[str, Any]) -> Optional[str]:
         return None
     depth = len({k.split(".")[2] for k in state_dict if k.startswith("image_encoder.blocks.")})
     return _OFFICIAL_BY_SHAPE.get((int(weight.shape[0]), depth))
-
-
-def _weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """A short digest of the weights themselves, cheap even for ViT-H (2.5 GB).
-
-    Per tensor: name, dtype, shape, its float64 sum and its first and last 4 KiB. Any training step changes
-    the sums and edges of the tensors it updates (fine-tuning only the mask decoder included), while the
-    file name, its location, mtime or container format (official bare state_dict vs. ours) do not matter.
-    """
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel() == 0:
-            continue
-        h.update(repr(float(t.double().sum())).encode())
-        raw = t.cpu().contiguous().view(-1).view(torch.uint8) if t.dtype != torch.bool else t.cpu().to(torch.uint8).view(-1)
-        h.update(raw[:4096].numpy().tobytes())
-        h.update(raw[-4096:].numpy().tobytes())
-    return h.hexdigest()[:8]
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any], Optional[SamArchitecture]]:

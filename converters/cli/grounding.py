@@ -370,6 +370,8 @@ def eval_command(
     grounding: Optional[str] = typer.Option(None, "--grounding", "-g", metavar="MODEL", help="Stage-1 model: a local folder (Grounding DINO, OWLv2, a `pslg train grounding` model store) or a hub id."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", envvar="PSLG_SAM_CHECKPOINT", help="SAM checkpoint (a file, or a name such as vit_b from `pslg models pull`); without it the weights-free classical segmenter runs.", show_default=False),
     model_type: str = typer.Option("vit_b", "--model-type", envvar="PSLG_SAM_MODEL_TYPE", help="SAM architecture of --checkpoint: vit_h, vit_l, vit_b or auto."),
+    one_stage: Optional[str] = typer.Option(None, "--one-stage", metavar="MODEL", help="One-stage model (a SAM 3 folder or hub id) instead of --grounding and --checkpoint: the expression's category finds the instances, its spatial words pick one.", show_default=False),
+    precision: str = typer.Option("auto", "--precision", envvar="PSLG_PRECISION", help="Model precision on CUDA: auto, fp32, bf16 or tf32 (CPU: fp32)."),
     cfpg: Optional[bool] = typer.Option(None, "--cfpg/--no-cfpg", help="CFPG foreground point (default: the measured default for the segmenter; --no-cfpg for the ablation).", show_default=False),
     mbo: Optional[bool] = typer.Option(None, "--mbo/--no-mbo", help="MBO boundary refinement (default: the measured default for the segmenter; --no-mbo for the ablation).", show_default=False),
     oracle_box: bool = typer.Option(False, "--oracle-box", help="Use the ground-truth box instead of stage 1: separates stage-1 from stage-2 errors."),
@@ -385,10 +387,20 @@ def eval_command(
     """Score text → box → mask on an RRSIS split: Pr@0.5…0.9, mIoU, oIoU (native and 480×480), box Acc@0.5, and gIoU, cIoU, N-acc, T-acc (multi-object / no-target refs), per category."""
     if boxes_only and oracle_box:
         raise _fail("--boxes-only scores the grounder's boxes; --oracle-box replaces them: give one of the two")
-    if not grounding and not oracle_box:
-        raise _fail("give --grounding MODEL (text → box) or --oracle-box (ground-truth boxes)")
+    if one_stage and (grounding or boxes_only):
+        raise _fail("--one-stage grounds and segments by itself: drop --grounding / --boxes-only")
+    if not grounding and not oracle_box and not one_stage:
+        raise _fail("give --grounding MODEL (text → box), --one-stage MODEL or --oracle-box (ground-truth boxes)")
     if grounding:
         check_model_spec(grounding, "--grounding")
+    if one_stage:
+        check_model_spec(one_stage, "--one-stage")
+    from annotate.precision import PrecisionError, parse_precision
+
+    try:
+        parse_precision(precision)
+    except PrecisionError as exc:
+        raise _fail(str(exc)) from None
     if out is not None:  # before minutes of evaluation: an unwritable report path should cost nothing
         try:
             if out.is_dir():
@@ -426,10 +438,17 @@ def eval_command(
         _print_box_report(report)
     else:
         try:
-            segmenter = build_segmenter(checkpoint, model_type=model_type, device=device)
+            if one_stage:
+                from annotate.factory import build_one_stage_pipeline
+
+                pipeline = build_one_stage_pipeline(one_stage, device=device, use_cfpg=cfpg, use_mbo=mbo,
+                                                    precision=precision, **({} if spatial else {"spatial_weight": 0.0}))
+            else:
+                segmenter = build_segmenter(checkpoint, model_type=model_type, device=device, precision=precision)
         except (DeviceError, MissingExtraError, ValueError, FileNotFoundError, OSError) as exc:
             raise _fail(str(exc)) from None
-        pipeline = build_pipeline(segmenter=segmenter, grounding=grounder, use_cfpg=cfpg, use_mbo=mbo)
+        if not one_stage:
+            pipeline = build_pipeline(segmenter=segmenter, grounding=grounder, use_cfpg=cfpg, use_mbo=mbo)
         try:
             with interruptible():  # SIGTERM (a scheduler, `timeout`) says so instead of dying silently
                 report = evaluate_dataset(records, pipeline, oracle_box=oracle_box, progress=progress,
@@ -437,7 +456,7 @@ def eval_command(
         except KeyboardInterrupt:
             typer.echo("interrupted: nothing written", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        report["settings"] = {**settings, "checkpoint": str(checkpoint) if checkpoint else None,
+        report["settings"] = {**settings, "one_stage": one_stage, "checkpoint": str(checkpoint) if checkpoint and not one_stage else None,
                               "model_type": model_type, "cfpg": pipeline.use_cfpg, "mbo": pipeline.use_mbo,
                               "model_version": pipeline.model_version}
         _print_report(report)

@@ -44,7 +44,8 @@ def _mb(n: Optional[int]) -> str:
 
 @models_app.command("list", epilog="Example:\n\n\b\n  pslg models list")
 def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
-    """Known checkpoints, their size and sha256, and whether each is in the cache (complete or partial)."""
+    """Known checkpoints, their size and sha256, and whether each is in the cache (complete or partial); then the
+    Hugging Face families (SAM 2.1, SAM-HQ, EdgeTAM, SAM 3) and the option that loads each."""
     from rich.console import Console
     from rich.table import Table
 
@@ -71,6 +72,28 @@ def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
         console = Console(width=200)  # pipes and logs: keep each row (full sha256, URL) on one line
     console.print(table)
     typer.echo("Presence is by file name and size; `pslg models verify` checks the digests.")
+    console.print(_families_table())
+
+
+def _families_table():
+    """The Hugging Face model families served as they are (a folder with config.json, or a hub id)."""
+    from rich.table import Table
+
+    from annotate.extras import missing_modules
+    from annotate.segmenters.hf_spec import HUB_EXAMPLES, ONE_STAGE_FAMILIES, SEGMENTER_FAMILIES
+
+    import importlib.util
+
+    missing = missing_modules("segmenters") + (["timm (EdgeTAM only)"] if importlib.util.find_spec("timm") is None else [])
+    note = "installed" if not missing else f"needs the [segmenters] extra (missing: {', '.join(missing)})"
+    table = Table(title=f"Hugging Face model families ({note}); give a folder or hub id, transformers downloads it")
+    for col in ("family", "model_type", "option", "hub ids"):
+        table.add_column(col, overflow="fold")
+    for model_type, label in SEGMENTER_FAMILIES.items():
+        table.add_row(label, model_type, "--checkpoint / PSLG_SAM_CHECKPOINT", ", ".join(HUB_EXAMPLES.get(model_type, ())))
+    for model_type, label in ONE_STAGE_FAMILIES.items():
+        table.add_row(label, model_type, "--one-stage / PSLG_ONE_STAGE_MODEL", ", ".join(HUB_EXAMPLES.get(model_type, ())))
+    return table
 
 
 @models_app.command("pull", epilog="Example:\n\n\b\n  pslg models pull vit_b\n\n\b\n  pslg models pull vit_h --url https://mirror.example/sam_vit_h_4b8939.pth")

@@ -48,6 +48,9 @@ Text prompts need a grounding model (stage 1): --text "the storage tank at the t
 
 Segmenter: without --checkpoint the weights-free classical segmenter runs; with --checkpoint
 (or $PSLG_SAM_CHECKPOINT) SAM runs (--model-type vit_h | vit_l | vit_b | auto, or $PSLG_SAM_MODEL_TYPE).
+--checkpoint may also be a Hugging Face model folder or hub id of SAM 2.1, SAM-HQ or EdgeTAM
+(e.g. facebook/sam2.1-hiera-tiny). --one-stage SAM3_MODEL runs SAM 3 alone: the expression's category
+finds every instance, its position/size words pick one (replaces --grounding and --checkpoint).
 
 results.json: a list, one entry per prompt in order: segmentation (COCO compressed RLE),
 score, box and points actually used (CFPG point included), area, bbox (COCO xywh), mask_file,
@@ -86,7 +89,9 @@ def segment(
     grounding: Optional[str] = typer.Option(None, "--grounding", "-g", metavar="MODEL", help="Stage-1 grounding model for text prompts: a local folder or a Hugging Face hub id."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", envvar="PSLG_SAM_CHECKPOINT", help="SAM checkpoint (.pth). Without it the weights-free classical segmenter runs.", show_default=False),
     model_type: str = typer.Option("vit_b", "--model-type", "-m", envvar="PSLG_SAM_MODEL_TYPE", help="SAM architecture of --checkpoint: vit_h, vit_l, vit_b, or auto (detect from the weights)."),
+    one_stage: Optional[str] = typer.Option(None, "--one-stage", metavar="MODEL", help="One-stage model (a SAM 3 folder or hub id): text → the referred instance's mask; replaces --grounding and --checkpoint.", show_default=False),
     device: str = typer.Option("auto", "--device", "-d", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision", envvar="PSLG_PRECISION", help="Model precision on CUDA: auto (bf16 where the loaded model's masks agree with fp32 at IoU ≥ 0.99), fp32, bf16 or tf32; CPU always runs fp32."),
     cfpg: Optional[bool] = typer.Option(None, "--cfpg/--no-cfpg", help="Add the clustering-based foreground point inside each box (default: the measured default for the segmenter).", show_default=False),
     mbo: Optional[bool] = typer.Option(None, "--mbo/--no-mbo", help="Refine each mask's boundary with MBO (default: the measured default for the segmenter).", show_default=False),
     spatial: bool = typer.Option(True, "--spatial/--no-spatial", help="Let position and size words of a text prompt (\"top left\", \"largest\") re-rank the grounder's boxes."),
@@ -128,6 +133,16 @@ def segment(
         raise _fail(write_error(exc, out_dir)) from None
     if grounding and model_spec_problem(grounding, "--grounding"):
         raise _fail(model_spec_problem(grounding, "--grounding"))  # type: ignore[arg-type]
+    if one_stage and grounding:
+        raise _fail("--one-stage grounds and segments by itself: give --one-stage or --grounding, not both")
+    if one_stage and model_spec_problem(one_stage, "--one-stage"):
+        raise _fail(model_spec_problem(one_stage, "--one-stage"))  # type: ignore[arg-type]
+    try:
+        from annotate.precision import PrecisionError, parse_precision
+
+        parse_precision(precision)
+    except PrecisionError as exc:
+        raise _fail(str(exc)) from None
 
     # ---- inputs and models
     from annotate.image_io import ImageLoadError, image_key, load_image
@@ -150,11 +165,21 @@ def segment(
     from annotate.extras import MissingExtraError
     from annotate.factory import build_pipeline, build_segmenter, load_grounding
 
-    try:
-        segmenter = build_segmenter(checkpoint, model_type=model_type, device=device)
-    except (DeviceError, MissingExtraError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
-    grounder = None
+    if one_stage:
+        from annotate.factory import build_one_stage_pipeline
+
+        try:
+            one = build_one_stage_pipeline(one_stage, device=device, use_cfpg=cfpg, use_mbo=mbo, precision=precision,
+                                           **({} if spatial else {"spatial_weight": 0.0}))
+        except (DeviceError, MissingExtraError, ValueError, FileNotFoundError, OSError) as exc:
+            raise _fail(str(exc)) from None
+        segmenter, grounding = one.segmenter, None
+    else:
+        try:
+            segmenter = build_segmenter(checkpoint, model_type=model_type, device=device, precision=precision)
+        except (DeviceError, MissingExtraError, ValueError, FileNotFoundError, OSError) as exc:
+            raise _fail(str(exc)) from None
+    grounder = one.grounder if one_stage else None
     if grounding:
         try:
             grounder = load_grounding(grounding, device=device, **({} if spatial else {"spatial_weight": 0.0}))
