@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sam": ("torch", "torchvision", "segment_anything"),
     "grounding": ("torch", "torchvision", "transformers"),
     "ray": ("ray",),
+    "geo": ("shapely", "pyogrio"),
 }
 """Import names each extra provides (the distributions are listed in pyproject.toml)."""
 

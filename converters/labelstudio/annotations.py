@@ -6,6 +6,7 @@ backend's training store both call it.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional
 
 from converters.labelstudio.media import ImageResolveError, ImageSource
@@ -108,7 +109,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
             if read is not None:
                 exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
                 objects.append(ObjectItem(mask=read[0], category=read[1], expressions=exprs,
-                                          where=f"task {tid} region {r.get('id', i)}"))
+                                          where=f"task {tid} region {r.get('id', i)}", score=_score(r)))
             continue
         if rtype != "brushlabels":
             continue
@@ -137,7 +138,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
             report.error(rwhere, f"brush RLE does not decode: {exc}")
             continue
         exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
-        objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere))
+        objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere, score=_score(r)))
     if not objects:
         report.skipped["annotation without a brush mask or polygon"] += 1
         return None
@@ -149,8 +150,9 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
         merged = objects[0].mask.copy()
         for o in objects[1:]:
             merged |= o.mask
+        scores = [o.score for o in objects if o.score is not None]
         objects = [ObjectItem(mask=merged, category=objects[0].category, expressions=objects[0].expressions,
-                              where=where)]
+                              where=where, score=max(scores) if scores else None)]
     kept: list[ObjectItem] = []
     for o in objects:
         if not o.expressions:
@@ -166,7 +168,17 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
     if not kept:
         return None
     split = data.get("split") if isinstance(data.get("split"), str) else None
-    return ImageItem(source=src, path=path, width=width, height=height, objects=kept, split=split, where=where)
+    tile = data.get("tile") if isinstance(data.get("tile"), dict) else None
+    return ImageItem(source=src, path=path, width=width, height=height, objects=kept, split=split, where=where,
+                     tile=tile)
+
+
+def _score(region: dict) -> Optional[float]:
+    """A region's pre-label score (finite number), else None."""
+    score = region.get("score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+        return float(score)
+    return None
 
 
 def iter_items(tasks: Iterator[dict], schema: LabelSchema, resolver: ImageSource, report: Report,
