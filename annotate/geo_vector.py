@@ -49,12 +49,12 @@ def mask_to_geometry(mask: np.ndarray, transform: Sequence[float]):
 def footprint(window_size: tuple[int, int], transform: Sequence[float]):
     """The polygon a ``(width, height)`` pixel grid covers in map coordinates."""
     require_geo()
-    from rasterio.transform import Affine
     from shapely.geometry import Polygon
 
-    a = Affine(*transform[:6])
+    from annotate.scene import apply_affine
+
     w, h = window_size
-    return Polygon([a * (0, 0), a * (w, 0), a * (w, h), a * (0, h)])
+    return Polygon([apply_affine(transform, x, y) for x, y in ((0, 0), (w, 0), (w, h), (0, h))])
 
 
 @dataclass

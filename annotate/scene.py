@@ -193,11 +193,18 @@ def window_for_bounds(ds: "rasterio.io.DatasetReader", bounds: Sequence[float], 
     return TileWindow(c0, r0, c1 - c0, r1 - r0)
 
 
+def apply_affine(t: Sequence[float], x: float, y: float) -> tuple[float, float]:
+    """``t`` (affine 6-tuple or ``Affine``) applied to the point (x, y), written out (Affine's ``*`` on points is
+    deprecated and its ``@`` missing from older releases)."""
+    a, b, c, d, e, f = tuple(t)[:6]
+    return a * x + b * y + c, d * x + e * y + f
+
+
 def pixel_box(ds: "rasterio.io.DatasetReader", map_box: Sequence[float]) -> tuple[float, float, float, float]:
     """A box in the scene's CRS → (col0, row0, col1, row1) in scene pixels (ordered, fractional)."""
     inv = ~ds.transform
     x0, y0, x1, y1 = map_box
-    corners = [inv * (x, y) for x in (x0, x1) for y in (y0, y1)]
+    corners = [apply_affine(inv, x, y) for x in (x0, x1) for y in (y0, y1)]
     cols = [c for c, _ in corners]
     rows = [r for _, r in corners]
     return min(cols), min(rows), max(cols), max(rows)
@@ -214,4 +221,4 @@ def map_to_pixel(ds: "rasterio.io.DatasetReader", points: Sequence[Sequence[floa
     if crs is not None:
         xs, ys = transform(crs, ds.crs, xs, ys)
     inv = ~ds.transform
-    return [tuple(inv * (x, y)) for x, y in zip(xs, ys)]  # type: ignore[misc]
+    return [apply_affine(inv, x, y) for x, y in zip(xs, ys)]

@@ -176,8 +176,8 @@ def _write_geojson(path: Path, features: list[dict], crs: Optional[str]) -> None
 
 def _write_gpkg(path: Path, features: list[dict], crs: Optional[str], layer: str) -> None:
     import numpy as np
-    import pyogrio
     import shapely
+    from pyogrio.raw import write
 
     from annotate.atomic import atomic_path
 
@@ -193,5 +193,5 @@ def _write_gpkg(path: Path, features: list[dict], crs: Optional[str], layer: str
             columns.append(np.array(["" if v is None else str(v) for v in values], dtype=object))
     with atomic_path(path) as tmp:
         tmp.unlink(missing_ok=True)  # GDAL creates the GeoPackage itself
-        pyogrio.write(tmp, geometry, columns, list(FIELDS), layer=layer, driver="GPKG",
+        write(tmp, geometry, columns, list(FIELDS), layer=layer, driver="GPKG",
                       geometry_type="MultiPolygon", crs=crs)

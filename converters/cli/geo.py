@@ -140,7 +140,7 @@ def export_geo_command(
 
         try:
             CRS.from_user_input(crs)
-        except CRSError as exc:
+        except (CRSError, ValueError) as exc:  # "EPSG:nope" fails inside the parser as a ValueError
             raise _error(f"--crs {crs!r} is not a CRS: {exc}") from None
     if str(export) != "-" and (not export.exists() or export.is_dir()):
         raise _error(f"export file {export} not found")

@@ -38,12 +38,12 @@ class SceneBox:
 
     def polygon(self, transform: Sequence[float]):
         """The rectangle in map coordinates (shapely)."""
-        from rasterio.transform import Affine
         from shapely.geometry import Polygon
 
-        a = Affine(*transform[:6])
-        return Polygon([a * (self.col0, self.row0), a * (self.col1, self.row0), a * (self.col1, self.row1),
-                        a * (self.col0, self.row1)])
+        from annotate.scene import apply_affine
+
+        return Polygon([apply_affine(transform, x, y) for x, y in ((self.col0, self.row0), (self.col1, self.row0),
+                                                                    (self.col1, self.row1), (self.col0, self.row1))])
 
 
 def scene_transform(resolution: float = RESOLUTION, origin: tuple[float, float] = ORIGIN) -> tuple:
@@ -101,3 +101,30 @@ def write_geo_scene(path: Path, width: int, height: int, boxes: Sequence[SceneBo
         rio_copy(path, tmp, driver="COG", compress=compress)
         tmp.replace(path)
     return path
+
+
+def tile_results(tile: dict, boxes: Sequence[SceneBox], kind: str = "brush", from_name: str = "tag",
+                 to_name: str = "image", text_name: Optional[str] = "expression") -> list[dict]:
+    """Label Studio results drawing every object of ``boxes`` that a tile task's window shows (clipped to it):
+    brush RLE or polygon regions, each with its expression as a per-region TextArea when ``text_name``."""
+    from converters.labelstudio import brush_region, textarea_region
+
+    col, row, w, h = tile["window"]
+    out: list[dict] = []
+    for k, box in enumerate(boxes):
+        c0, r0 = max(box.col0, col) - col, max(box.row0, row) - row
+        c1, r1 = min(box.col1, col + w) - col, min(box.row1, row + h) - row
+        if c1 <= c0 or r1 <= r0:
+            continue
+        rid = f"obj{k}_{col}_{row}"
+        if kind == "brush":
+            out.append(brush_region(box.mask(h, w, (col, row)), box.label, from_name=from_name, to_name=to_name,
+                                    region_id=rid))
+        else:
+            pts = [[100.0 * x / w, 100.0 * y / h] for x, y in ((c0, r0), (c1, r0), (c1, r1), (c0, r1))]
+            out.append({"id": rid, "type": "polygonlabels", "from_name": from_name, "to_name": to_name,
+                        "original_width": w, "original_height": h, "image_rotation": 0,
+                        "value": {"points": pts, "closed": True, "polygonlabels": [box.label]}})
+        if text_name and box.expression:
+            out.append(textarea_region([box.expression], rid, from_name=text_name, to_name=to_name))
+    return out
