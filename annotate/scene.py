@@ -19,11 +19,14 @@ Why a module apart from ``image_io``: ``load_image`` decodes a whole image (boun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import rasterio
 from rasterio.windows import Window
+
+if TYPE_CHECKING:
+    from annotate.image_io import LoadedImage
 
 #: The decimated read the scene stretch is estimated from is at most this many pixels on its longer side.
 OVERVIEW_SIDE: int = 2048
@@ -222,3 +225,64 @@ def map_to_pixel(ds: "rasterio.io.DatasetReader", points: Sequence[Sequence[floa
         xs, ys = transform(crs, ds.crs, xs, ys)
     inv = ~ds.transform
     return [apply_affine(inv, x, y) for x, y in zip(xs, ys)]
+
+
+@dataclass
+class MapPrompt:
+    """A box (and points) given in map coordinates, read as the window of the scene that holds it."""
+
+    image: "LoadedImage"
+    window: TileWindow
+    box: tuple[float, float, float, float]
+    """The box in the window's pixels."""
+    points: list[tuple[float, float]]
+    """The points in the window's pixels."""
+
+
+def load_map_prompt(source: str, box: Sequence[float], points: Sequence[Sequence[float]], crs: Optional[str],
+                    *, max_pixels: int, bands: Optional[Sequence[int]] = None, margin: float = 0.5) -> MapPrompt:
+    """Read only the window of ``source`` around the map ``box`` (``crs``; ``None``: the scene's own CRS).
+
+    The window's pixels get the whole scene's stretch (from a decimated read), as ``pslg tile`` gives them, and
+    the result carries the window's own transform, so masks written from it stay on the map. Raises
+    ``ImageLoadError`` naming ``source``.
+    """
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    import warnings
+
+    from annotate.image_io import ImageLoadError, LoadedImage
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(source)
+    except (RasterioError, OSError) as exc:
+        raise ImageLoadError(f"{source}: cannot read the scene ({exc})") from None
+    with ds:
+        try:
+            if ds.crs is None:
+                raise ValueError("the scene has no CRS: map coordinates cannot be placed on it")
+            win = window_for_bounds(ds, box, crs, margin=margin)
+            idx = select_bands(ds.count, bands)
+        except ValueError as exc:
+            raise ImageLoadError(f"{source}: {exc}") from None
+        if win.width * win.height > max_pixels:
+            raise ImageLoadError(f"{source}: the window around the box is {win.width}×{win.height} pixels, above the "
+                                 f"limit of {max_pixels:,} (max_pixels)")
+        try:
+            rgb, _ = read_window(ds, win, scene_stretch(ds, idx))
+        except RasterioError as exc:
+            raise ImageLoadError(f"{source}: cannot read the window {win.as_list()} ({exc})") from None
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if crs is not None:  # a reprojected box: the scene-CRS box that holds its four corners
+            from rasterio.warp import transform_bounds
+
+            x0, y0, x1, y1 = transform_bounds(crs, ds.crs, min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        c0, r0, c1, r1 = pixel_box(ds, (x0, y0, x1, y1))
+        pts = map_to_pixel(ds, points, crs)
+        image = LoadedImage(rgb=rgb, source=str(source), crs=ds.crs.to_string(), transform=window_transform(ds, win),
+                            band_count=ds.count, dtype=str(ds.dtypes[0]))
+    ox, oy = win.col_off, win.row_off
+    return MapPrompt(image=image, window=win, box=(c0 - ox, r0 - oy, c1 - ox, r1 - oy),
+                     points=[(x - ox, y - oy) for x, y in pts])
