@@ -84,12 +84,10 @@ def tile_scene(source: str, out: Path, *, size: int = 1024, overlap: int = 128,
     ``document_root``, or its absolute path (see ``converters.importer.image_url``). Raises ``ValueError`` with a
     one-line message for a scene that cannot be opened or bad options.
     """
-    import rasterio
-
     sid = scene_id or scene_id_of(source)
     out = Path(out)
     tiles_dir = out / "tiles"
-    with open_scene(source) as ds, rasterio.Env(GDAL_CACHEMAX=64):
+    with open_scene(source) as ds:
         idx = select_bands(ds.count, bands)
         windows = tile_windows(ds.width, ds.height, size, overlap)
         crs = ds.crs.to_string() if ds.crs is not None else None
