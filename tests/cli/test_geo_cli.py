@@ -115,3 +115,15 @@ def test_segment_with_a_box_in_map_coordinates_reads_only_its_window(tmp_path):
     assert r.exit_code == 2 and "outside the scene" in r.output
     r = pslg("segment", scene, "--point", "10,10", "--crs", "EPSG:4326", "--out", tmp_path / "o3")
     assert r.exit_code == 2 and "--crs needs --box" in r.output
+
+
+def test_export_geo_without_the_geo_extra_names_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "shapely" else real(name, *a))
+    export = tmp_path / "export.json"
+    export.write_text("[]")
+    r = pslg("export", "geo", export, "--out", tmp_path / "geo")
+    assert r.exit_code == 2 and "[geo]" in r.output and "pip install" in r.output and "shapely" in r.output
+    assert not (tmp_path / "geo").exists()
