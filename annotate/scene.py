@@ -125,8 +125,25 @@ class SceneStretch:
 
 
 def _valid(ds: "rasterio.io.DatasetReader", bands: Sequence[int], window: Optional[Window],
-           out_shape: Optional[tuple[int, int]] = None) -> np.ndarray:
-    """Pixels valid in at least one of ``bands`` (GDAL's masks: nodata, alpha, internal mask)."""
+           values: np.ndarray, out_shape: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """Pixels valid in at least one of ``bands`` (GDAL's masks: nodata, alpha, internal mask).
+
+    When the bands' masks come from a nodata value only (or every pixel is valid), validity is computed from
+    ``values`` already read: asking GDAL for the masks would decode every block a second time.
+    """
+    from rasterio.enums import MaskFlags
+
+    flags = [set(ds.mask_flag_enums[b - 1]) for b in bands]
+    if all(f <= {MaskFlags.all_valid} or f == {MaskFlags.nodata} for f in flags):
+        valid = np.zeros(values.shape[1:], dtype=bool)
+        for i, b in enumerate(bands):
+            nodata = ds.nodatavals[b - 1]
+            if MaskFlags.nodata not in flags[i] or nodata is None:
+                valid[:] = True
+                break
+            band = values[i]
+            valid |= ~np.isnan(band) if np.isnan(nodata) else band != nodata
+        return valid
     kwargs = {"window": window} if window is not None else {}
     if out_shape is not None:
         kwargs["out_shape"] = (len(bands), *out_shape)
@@ -143,7 +160,7 @@ def scene_stretch(ds: "rasterio.io.DatasetReader", bands: Sequence[int],
     scale = max(ds.width, ds.height) / overview_side
     shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale))) if scale > 1 else (ds.height, ds.width)
     values = ds.read(list(bands), out_shape=(len(bands), *shape))
-    valid = _valid(ds, bands, None, shape)
+    valid = _valid(ds, bands, None, values, shape)
     lows, highs = [], []
     for i in range(len(bands)):
         band = values[i]
@@ -164,7 +181,7 @@ def read_window(ds: "rasterio.io.DatasetReader", window: TileWindow | Window,
     """(RGB uint8 (h, w, 3), valid mask (h, w)) of one window, with the scene's stretch."""
     win = window.to_rasterio() if isinstance(window, TileWindow) else window
     values = ds.read(list(stretch.bands), window=win)
-    valid = _valid(ds, stretch.bands, win)
+    valid = _valid(ds, stretch.bands, win, values)
     if np.issubdtype(values.dtype, np.floating):
         valid = valid & np.all(np.isfinite(values), axis=0)
     return stretch.apply(values, valid), valid

@@ -45,7 +45,7 @@ def tile_command(
                                 show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for tiles/ and tasks.json (created if missing).",
                              show_default=False),
-    size: int = typer.Option(1024, "--size", min=16, help="Tile side in pixels."),
+    size: int = typer.Option(1024, "--size", min=16, max=8192, help="Tile side in pixels (at most 8192: a tile is one Label Studio image)."),
     overlap: int = typer.Option(128, "--overlap", min=0, help="Pixels shared by neighbouring tiles (objects on a "
                                 "seam are whole in one of them, and joined again by pslg export geo)."),
     bands: Optional[str] = typer.Option(None, "--bands", metavar="B1,B2,B3", help="1-based bands shown as RGB "

@@ -121,3 +121,19 @@ def test_window_for_a_box_in_another_crs(tmp_path):
         assert abs(win.width - 200) <= 4 and abs(win.height - 100) <= 4
         with pytest.raises(ValueError, match="outside"):
             window_for_bounds(ds, (c - 1000, f + 10, c - 900, f + 20), None)
+
+
+def test_an_internal_mask_marks_invalid_pixels(tmp_path):
+    # no nodata value: the dataset's own mask (GDAL per-dataset mask band) says which pixels hold data
+    path = tmp_path / "m.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=128, height=64, count=3, dtype="uint16", crs="EPSG:32633",
+                       transform=rasterio.transform.Affine(*scene_transform())) as dst:
+        dst.write(np.full((3, 64, 128), 700, dtype=np.uint16))
+        mask = np.zeros((64, 128), dtype=np.uint8)
+        mask[:, 64:] = 255
+        dst.write_mask(mask)
+    with rasterio.open(path) as ds:
+        st = scene_stretch(ds, [1, 2, 3])
+        rgb, valid = read_window(ds, TileWindow(0, 0, 128, 64), st)
+    assert not valid[:, :64].any() and valid[:, 64:].all()
+    assert not rgb[:, :64].any() and (rgb[:, 64:] == 128).all()  # a constant band: mid-grey
