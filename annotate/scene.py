@@ -18,6 +18,7 @@ Why a module apart from ``image_io``: ``load_image`` decodes a whole image (boun
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -113,6 +114,9 @@ class SceneStretch:
                 lo, hi = self.low[i], self.high[i]
                 if not hi > lo:  # a constant band: mid-grey rather than invented contrast
                     out = np.full(band.shape, 0 if lo == 0 else 128, dtype=np.uint8)
+                elif band.dtype in (np.uint16, np.int16):  # one table lookup a pixel instead of float arithmetic
+                    table = _stretch_table(lo, hi, band.dtype.str)
+                    out = table[band.astype(np.int32) + (32768 if band.dtype == np.int16 else 0)]
                 else:
                     scaled = (band.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
                     np.clip(scaled, 0, 255, out=scaled)
@@ -122,6 +126,15 @@ class SceneStretch:
             rgb[:, :, 1] = rgb[:, :, 0]
             rgb[:, :, 2] = rgb[:, :, 0]
         return rgb
+
+
+@functools.lru_cache(maxsize=32)
+def _stretch_table(lo: float, hi: float, dtype: str) -> np.ndarray:
+    """The stretch of every 16-bit value (int16 shifted by 32768), computed as ``SceneStretch.apply`` does."""
+    values = np.arange(65536, dtype=np.float32) - np.float32(32768 if np.dtype(dtype) == np.int16 else 0)
+    scaled = (values - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    np.clip(scaled, 0, 255, out=scaled)
+    return np.rint(scaled).astype(np.uint8)
 
 
 def _nodata_only(ds: "rasterio.io.DatasetReader", bands: Sequence[int]) -> bool:

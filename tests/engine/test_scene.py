@@ -137,3 +137,18 @@ def test_an_internal_mask_marks_invalid_pixels(tmp_path):
         rgb, valid = read_window(ds, TileWindow(0, 0, 128, 64), st)
     assert not valid[:, :64].any() and valid[:, 64:].all()
     assert not rgb[:, :64].any() and (rgb[:, 64:] == 128).all()  # a constant band: mid-grey
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32"])
+def test_the_stretch_table_equals_the_arithmetic(dtype):
+    from annotate.scene import SceneStretch
+
+    info = np.iinfo(dtype) if dtype != "float32" else None
+    values = (np.arange(info.min, info.max + 1, dtype=dtype) if info else np.linspace(-500, 3000, 65536,
+                                                                                      dtype=dtype))
+    values = values.reshape(1, 256, 256)
+    st = SceneStretch((1,), (-200.0 if dtype != "uint16" else 120.5,), (1800.25,))
+    got = st.apply(values, np.ones((256, 256), bool))[..., 0]
+    scaled = (values[0].astype(np.float32) - np.float32(st.low[0])) * np.float32(255.0 / (st.high[0] - st.low[0]))
+    want = np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
+    assert np.array_equal(got, want)
