@@ -86,6 +86,11 @@ def tile_scene(source: str, out: Path, *, size: int = 1024, overlap: int = 128,
     """
     sid = scene_id or scene_id_of(source)
     out = Path(out)
+    if document_root is not None:  # before any tile is written: every tile URL must lie under the root
+        try:
+            image_url(out / "tiles" / f"{sid}.png", document_root=document_root)
+        except ValueError:
+            raise ValueError(f"the output folder {out} is not under the document root {document_root}") from None
     tiles_dir = out / "tiles"
     with open_scene(source) as ds:
         idx = select_bands(ds.count, bands)

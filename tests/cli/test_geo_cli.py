@@ -127,3 +127,10 @@ def test_export_geo_without_the_geo_extra_names_it(tmp_path, monkeypatch):
     r = pslg("export", "geo", export, "--out", tmp_path / "geo")
     assert r.exit_code == 2 and "[geo]" in r.output and "pip install" in r.output and "shapely" in r.output
     assert not (tmp_path / "geo").exists()
+
+
+def test_tile_refuses_an_output_outside_the_document_root_before_writing(tmp_path):
+    scene = write_geo_scene(tmp_path / "s.tif", 300, 200, count=3)
+    r = pslg("tile", scene, "--out", tmp_path / "out", "--document-root", tmp_path / "media")
+    assert r.exit_code == 2 and "not under the document root" in r.output
+    assert not (tmp_path / "out").exists()
