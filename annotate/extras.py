@@ -20,6 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "grounding": ("torch", "torchvision", "transformers"),
     "segmenters": ("torch", "transformers"),  # + timm, which only EdgeTAM needs (checked when one loads)
     "ray": ("ray",),
+    "geo": ("shapely", "pyogrio"),
 }
 """Import names each extra provides (the distributions are listed in pyproject.toml)."""
 

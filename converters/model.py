@@ -25,6 +25,8 @@ class ObjectItem:
     expressions: list[str] = field(default_factory=list)
     where: str = ""
     """Where the object came from (task/region id), for messages."""
+    score: Optional[float] = None
+    """The region's score when a pre-label carries one (kept by the geo export)."""
 
 
 @dataclass
@@ -61,6 +63,9 @@ class ImageItem:
     referrals: list[Referral] = field(default_factory=list)
     """Expressions naming several of ``objects`` or none (see :class:`Referral`); objects they name need no
     expressions of their own."""
+    tile: Optional[dict] = None
+    """A tile of a larger scene: its place there (scene id, CRS, window, transform; see
+    ``converters.labelstudio.geo``); writers record it with the image. None for a single image."""
 
 
 @dataclass

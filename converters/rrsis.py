@@ -155,6 +155,8 @@ class RRSISWriter(DatasetWriter):
                 ref = {"ref_id": len(self.refs) + 1, "ann_id": ann_id, "image_id": entry.id,
                        "category_id": self.categories[obj.category], "file_name": entry.file_name,
                        "split": split, "sent_ids": [], "sentences": []}
+                if item.tile is not None:  # RRSIS-D keeps per-tile images; the ref says where its tile lies
+                    ref["tile"] = item.tile
                 self.refs.append(ref)
                 self._ref_by_ann[ann_id] = ref
                 self.report.counts[f"refs:{split}"] += 1

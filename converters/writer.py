@@ -121,8 +121,10 @@ class DatasetWriter:
         self._names.add(name)
         entry = _ImageEntry(len(self.images) + 1, name, item.width, item.height)
         self.images[item.source] = entry
-        self._img_fh.write(json.dumps({"id": entry.id, "file_name": name, "width": item.width,
-                                       "height": item.height}) + "\n")
+        record = {"id": entry.id, "file_name": name, "width": item.width, "height": item.height}
+        if item.tile is not None:  # a tile of a larger scene: where it lies there (scene, window, transform)
+            record["tile"] = item.tile
+        self._img_fh.write(json.dumps(record) + "\n")
         self.report.counts["images"] += 1
         return entry
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from converters.cli import dataset, grounding, models, prelabel, segment, select, serve
+from converters.cli import dataset, geo, grounding, models, prelabel, segment, select, serve
 from converters.cli.common import HELP_MARKUP, version_callback
 
 app = typer.Typer(
@@ -35,7 +35,7 @@ def main(
     """Build referring remote-sensing segmentation (RRSIS) datasets (see ``pslg COMMAND --help``)."""
 
 
-for module in (segment, models, dataset, grounding, serve, prelabel, select):
+for module in (segment, models, dataset, geo, grounding, serve, prelabel, select):
     module.register(app)
 
 

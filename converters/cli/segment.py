@@ -97,6 +97,7 @@ def segment(
     spatial: bool = typer.Option(True, "--spatial/--no-spatial", help="Let position and size words of a text prompt (\"top left\", \"largest\") re-rank the grounder's boxes."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", envvar="PSLG_MAX_PIXELS", min=1, help="Refuse images with more pixels (width × height) than this; tile bigger scenes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the results table (failed prompts are still listed, one line each)."),
+    crs: Optional[str] = typer.Option(None, "--crs", metavar="CRS", help="--box and --point are map coordinates in this CRS (e.g. EPSG:4326, or the scene's own EPSG code): only the window around the box is read from the GeoTIFF, and masks are written on that window's grid.", show_default=False),
 ) -> None:
     # ---- what to do: options → prompts (pure parsing first, so mistakes cost no model loading)
     single = prompts is None
@@ -127,6 +128,17 @@ def segment(
             except ValueError as exc:
                 entries.append((None, item.get("text") if isinstance(item, dict) else None, str(exc)))
 
+    if crs is not None and (not single or box is None):
+        raise _fail("--crs needs --box (the box, and any --point, in map coordinates of that CRS); it cannot be used with --prompts")
+    if crs is not None:
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+
+        try:
+            CRS.from_user_input(crs)
+        except (CRSError, ValueError) as exc:
+            raise _fail(f"--crs {crs!r} is not a CRS: {exc}") from None
+
     try:  # before any model loads: an unwritable folder should cost nothing
         check_writable_folder(out_dir)
     except OSError as exc:
@@ -147,8 +159,17 @@ def segment(
     # ---- inputs and models
     from annotate.image_io import ImageLoadError, image_key, load_image
 
+    window = None
     try:
-        loaded = load_image(image, max_pixels=max_pixels)
+        if crs is not None:  # a box on the map: read only the window that holds it, prompts in its pixels
+            from annotate.scene import load_map_prompt
+
+            prompt = entries[0][0]
+            placed = load_map_prompt(str(image), prompt.box, prompt.points, crs, max_pixels=max_pixels)
+            prompt.box, prompt.points = placed.box, list(placed.points)
+            loaded, window = placed.image, placed.window
+        else:
+            loaded = load_image(image, max_pixels=max_pixels)
     except (ImageLoadError, OSError) as exc:
         raise _fail(str(exc) if str(image) in str(exc) else f"cannot read image {image}: {exc}") from None
     rgb = loaded.rgb
@@ -200,7 +221,7 @@ def segment(
     # ---- outputs
     version = pipeline.model_version
     try:
-        records = _write_outputs(out_dir, entries, results, loaded, single, version)
+        records = _write_outputs(out_dir, entries, results, loaded, single, version, window)
     except OSError as exc:
         raise _fail(write_error(exc, out_dir)) from None
 
@@ -220,10 +241,11 @@ def segment(
         raise typer.Exit(EXIT_PROMPT_FAILED)
 
 
-def _write_outputs(out_dir: Path, entries: list, results: list, loaded: Any, single: bool, version: str) -> list[dict]:
+def _write_outputs(out_dir: Path, entries: list, results: list, loaded: Any, single: bool, version: str,
+                   window: Any = None) -> list[dict]:
     """Mask files, overlay.png and results.json; mask files an earlier run wrote (named by its results.json) that
     this one did not write are removed, so the folder describes this run only; no other file is touched.
-    Returns the results.json records."""
+    Returns the results.json records (with ``window``, the part of the scene read, for a map-coordinate box)."""
     import numpy as np
 
     from annotate.image_io import write_georeferenced_mask
@@ -244,6 +266,8 @@ def _write_outputs(out_dir: Path, entries: list, results: list, loaded: Any, sin
         records.append(result_entry(r, txt, mask_file, version))
         if georeferenced:
             records[-1].update(geo_mask_file=geo_mask_file, crs=loaded.crs)
+        if window is not None:  # box, points and masks are in this window's pixels; its transform places them
+            records[-1].update(window=window.as_list(), transform=list(loaded.transform))
     user_points = [len(p.points) if p is not None else 0 for p, _, _ in entries]
     write_png(out_dir / "overlay.png", render_overlay(rgb, results, user_points))
     atomic_write_bytes(out_dir / "results.json", (json.dumps(records, indent=2) + "\n").encode("utf-8"))

@@ -7,6 +7,7 @@ name several regions or none: those expressions become the item's ``Referral``s.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional
 
 from converters.labelstudio.media import ImageResolveError, ImageSource
@@ -110,7 +111,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
             if read is not None:
                 exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
                 objects.append(ObjectItem(mask=read[0], category=read[1], expressions=exprs,
-                                          where=f"task {tid} region {r.get('id', i)}"))
+                                          where=f"task {tid} region {r.get('id', i)}", score=_score(r)))
                 region_ids.append(str(r.get("id")))
             continue
         if rtype != "brushlabels":
@@ -140,7 +141,7 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
             report.error(rwhere, f"brush RLE does not decode: {exc}")
             continue
         exprs = list(task_exprs) if task_exprs is not None else list(texts.get(str(r.get("id")), []))
-        objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere))
+        objects.append(ObjectItem(mask=mask, category=str(label), expressions=exprs, where=rwhere, score=_score(r)))
         region_ids.append(str(r.get("id")))
     referrals: list[Referral] = []
     # one expression per task whose regions are separate objects: a config with the "no target" choice; a
@@ -163,8 +164,9 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
         merged = objects[0].mask.copy()
         for o in objects[1:]:
             merged |= o.mask
+        scores = [o.score for o in objects if o.score is not None]
         objects = [ObjectItem(mask=merged, category=objects[0].category, expressions=objects[0].expressions,
-                              where=where)]
+                              where=where, score=max(scores) if scores else None)]
     named = {k for ref in referrals for k in ref.objects}
     kept: list[ObjectItem] = []
     for k, o in enumerate(objects):
@@ -188,8 +190,9 @@ def task_to_item(task: dict, annotation: dict, schema: LabelSchema, resolver: Im
     if not kept and not referrals:
         return None
     split = data.get("split") if isinstance(data.get("split"), str) else None
+    tile = data.get("tile") if isinstance(data.get("tile"), dict) else None
     return ImageItem(source=src, path=path, width=width, height=height, objects=kept, split=split, where=where,
-                     referrals=referrals)
+                     referrals=referrals, tile=tile)
 
 
 def _chose_no_target(results: list[dict], schema: LabelSchema) -> bool:
@@ -269,6 +272,14 @@ def _generalized_referrals(results: list[dict], schema: LabelSchema, objects: li
         if nothing:
             referrals.append(Referral(list(dict.fromkeys(nothing)), [], where))
     return referrals
+
+
+def _score(region: dict) -> Optional[float]:
+    """A region's pre-label score (finite number), else None."""
+    score = region.get("score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+        return float(score)
+    return None
 
 
 def iter_items(tasks: Iterator[dict], schema: LabelSchema, resolver: ImageSource, report: Report,
