@@ -2,8 +2,8 @@
 
 The toolkit is installed from a clone of its repository (it is not published on the package index):
 ``pip install .`` is the weights-free toolkit (classical segmenter, backend, converters) without torch; SAM and
-the grounding models come with the ``[sam]`` / ``[grounding]`` extras (``pip install '.[sam]'``, ``[all]`` =
-both). :func:`install_command` is the one place that spells this; every hint uses it. Code that needs an extra
+the grounding models come with the ``[sam]`` / ``[grounding]`` extras (``pip install '.[sam]'``; ``[vlm]`` adds peft for LoRA
+fine-tuning of the vision-language grounders; ``[all]`` = all three). :func:`install_command` is the one place that spells this; every hint uses it. Code that needs an extra
 calls :func:`require_extra` *before* importing the stack, so the user reads which extra to install instead of a
 bare ``ModuleNotFoundError: No module named 'torch'``.
 """
@@ -17,6 +17,7 @@ __all__ = ["EXTRAS", "INSTALL_TARGET", "MissingExtraError", "install_command", "
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sam": ("torch", "torchvision", "segment_anything"),
     "grounding": ("torch", "torchvision", "transformers"),
+    "vlm": ("torch", "torchvision", "transformers", "peft"),
     "ray": ("ray",),
 }
 """Import names each extra provides (the distributions are listed in pyproject.toml)."""

@@ -135,3 +135,24 @@ def save_tiny_qwen25_vl(path: str | Path, seed: int = 0, max_side: int = 112, wo
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+def force_answer(path: str | Path, answer: str) -> list[int]:
+    """Make the saved model at ``path`` answer ``answer`` under greedy decoding, through its generation config.
+
+    A random tiny model answers noise; this writes ``sequence_bias`` (a standard generation setting) so that
+    each next token of ``answer`` gets a bias growing with the length of the matched prefix: the model decodes
+    ``answer`` and then its end token, through the real ``generate`` path. Returns the answer's token ids.
+    Biases of matching keys add up, so they double with the prefix length: the full prefix's bias exceeds the
+    sum of every shorter key's (a repeated token such as a backtick cannot win by accumulating them).
+    """
+    _need_model_stack()
+    from transformers import AutoProcessor, GenerationConfig
+
+    path = Path(path)
+    tokenizer = AutoProcessor.from_pretrained(path).tokenizer
+    ids = tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    config = GenerationConfig.from_pretrained(path)
+    config.sequence_bias = [[ids[: k + 1], 20.0 * 2.0 ** k] for k in range(len(ids))]
+    config.save_pretrained(path)
+    return ids
