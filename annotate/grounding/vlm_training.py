@@ -93,9 +93,12 @@ def load_trainable_vlm(base_spec: str, model_type: str, lora: LoraSettings) -> t
 
     A base that is itself an adapter version continues that adapter on its own base model.
     """
-    from annotate.extras import require_extra
+    from annotate.extras import MissingExtraError, require_extra
 
-    require_extra("vlm", "Fine-tuning a vision-language grounder")
+    try:
+        require_extra("vlm", "Fine-tuning a vision-language grounder")
+    except MissingExtraError as exc:  # the CLI and the backend report GroundingError per run
+        raise GroundingError(str(exc)) from None
     from peft import LoraConfig, get_peft_model
     from transformers import AutoProcessor
 
