@@ -44,7 +44,7 @@ def _mb(n: Optional[int]) -> str:
 
 @models_app.command("list", epilog="Example:\n\n\b\n  pslg models list")
 def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
-    """Known checkpoints, their size and sha256, and whether each is in the cache (complete or partial)."""
+    """Known SAM checkpoints (size, sha256, cached or partial) and the grounding model families the toolkit loads."""
     from rich.console import Console
     from rich.table import Table
 
@@ -71,6 +71,25 @@ def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
         console = Console(width=200)  # pipes and logs: keep each row (full sha256, URL) on one line
     console.print(table)
     typer.echo("Presence is by file name and size; `pslg models verify` checks the digests.")
+    _print_grounder_families(console)
+
+
+def _print_grounder_families(console) -> None:
+    """The grounding model families `--grounding` / `--base` accept, and whether their extra is installed."""
+    from rich.table import Table
+
+    from annotate.extras import install_command, missing_modules
+    from annotate.grounding.families import FAMILIES
+
+    table = Table(title="Grounding model families (--grounding DIR|HUB_ID, pslg train grounding --base)")
+    for col in ("family", "config model_type", "example", "reads the expression", "fine-tuning", "installed"):
+        table.add_column(col, overflow="fold")
+    for family in FAMILIES:
+        missing = missing_modules(family.extra)
+        installed = "yes" if not missing else f"no: {install_command(family.extra)}"
+        table.add_row(family.name, ", ".join(family.model_types), family.example, family.reads, family.fine_tuning,
+                      installed)
+    console.print(table)
 
 
 @models_app.command("pull", epilog="Example:\n\n\b\n  pslg models pull vit_b\n\n\b\n  pslg models pull vit_h --url https://mirror.example/sam_vit_h_4b8939.pth")
