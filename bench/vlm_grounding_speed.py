@@ -12,15 +12,20 @@ the published checkpoint's architecture and processor settings:
   embeddings; vision 1280 wide, 32 layers; default pixel limits, so an 800×800 image is 812×812 = 841 visual
   tokens), answering ``--qwen-tokens`` tokens (the JSON ``bbox_2d`` answer). The full 3.8 B model does not fit
   a small CPU box in float32 at a useful speed, so it is timed with reduced depth at full width in three
-  configurations (text layers T, vision layers V) = (2, 4), (4, 4), (2, 8) and extrapolated linearly per layer
-  to (36, 32): cost = fixed + T·per-text-layer + V·per-vision-layer. Printed as such.
+  configurations (text layers T, vision layers V) = (1, 2), (2, 2), (1, 4) and extrapolated linearly per layer
+  to (36, 32): cost = fixed + T·per-text-layer + V·per-vision-layer. Printed as such. The 4-layer vision tower
+  has one full-attention block (as the real one has every 8th), so the per-vision-layer figure is the mean of a
+  windowed and a full-attention layer: it over-states the vision tower, where 4 of 32 blocks attend fully.
+
+All models are built first, then timed round-robin (each round: one expression per grounder), and the median
+per grounder is reported: on a shared machine the load drifts, and every grounder then sees the same drift.
 
 A random model answers noise, so generation is held to the stated answer length (``min_new_tokens`` =
 ``max_new_tokens``): the time is that of a real answer of that length. The VLM's strict parser then rejects
 the noise; that rejection is part of the timed call and costs nothing measurable.
 
     .venv/bin/python bench/vlm_grounding_speed.py                     # CPU; all four, ratios to Grounding DINO
-    .venv/bin/python bench/vlm_grounding_speed.py --device auto --expressions 5
+    .venv/bin/python bench/vlm_grounding_speed.py --device auto --rounds 5
 """
 
 from __future__ import annotations
@@ -148,31 +153,24 @@ def _hold_answer_length(model, tokens: int) -> None:
     model.generation_config.max_new_tokens = tokens
 
 
-def time_grounder(grounder, image, expressions: list[str], device: torch.device) -> list[float]:
-    """Seconds per expression (after one untimed warm-up), answer rejections included."""
+def time_once(grounder, image, expression: str, device: torch.device) -> float:
+    """Seconds for one expression, the answer's rejection by the strict parser included."""
     from annotate.grounding.base import GroundingError
 
-    def once(expression: str) -> None:
-        try:
-            grounder.ground(image, expression, top_k=1)
-        except GroundingError:
-            pass  # a random VLM's answer has no box: the cost of generating it is what is measured
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    once(expressions[0])
-    times = []
-    for expression in expressions:
-        t = time.perf_counter()
-        once(expression)
-        times.append(time.perf_counter() - t)
-    return times
+    t = time.perf_counter()
+    try:
+        grounder.ground(image, expression, top_k=1)
+    except GroundingError:
+        pass  # a random VLM's answer has no box: the cost of generating it is what is measured
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu (default) | auto | cuda | cuda:N | mps")
-    ap.add_argument("--expressions", type=int, default=2, help="timed expressions per grounder (one image)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (one expression per grounder per round)")
     ap.add_argument("--image-size", type=int, default=800, help="square synthetic image side (RRSIS-D: 800)")
     ap.add_argument("--florence-tokens", type=int, default=16, help="answer length of Florence-2 (tokens)")
     ap.add_argument("--qwen-tokens", type=int, default=40, help="answer length of Qwen2.5-VL (tokens)")
@@ -183,48 +181,63 @@ def main() -> None:
     from annotate.synthetic import make_scene
 
     device = resolve_device(args.device)
+    dev = str(device)
     print(f"# vlm_grounding_speed  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     print(f"# device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f"; CPU {_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    scene = make_scene(seed=0, height=args.image_size, width=args.image_size, n_objects=max(2, args.expressions))
-    expressions = [o.expression for o in scene.objects][: args.expressions]
-    print(f"# one {args.image_size}×{args.image_size} image, {len(expressions)} timed expressions each, "
-          f"after one warm-up: {expressions}")
+    scene = make_scene(seed=0, height=args.image_size, width=args.image_size, n_objects=3)
+    expressions = [o.expression for o in scene.objects]
     wanted = set(args.only or ["gdino", "owlv2", "florence2", "qwen"])
-    rows: list[tuple[str, float, str]] = []
-
-    def run(name: str, build, note: str = "") -> float:
+    qwen_depths = ((1, 2), (2, 2), (1, 4))  # (text layers, vision layers) at full width
+    builders: list[tuple[str, object]] = []
+    if "gdino" in wanted:
+        builders.append(("gdino", lambda: grounding_dino(dev)))
+    if "owlv2" in wanted:
+        builders.append(("owlv2", lambda: owlv2(dev)))
+    if "florence2" in wanted:
+        builders.append(("florence2", lambda: florence2(dev, args.florence_tokens)))
+    if "qwen" in wanted:
+        for t_layers, v_layers in qwen_depths:
+            builders.append((f"qwen-{t_layers}-{v_layers}",
+                             lambda t_layers=t_layers, v_layers=v_layers: qwen25_vl(dev, args.qwen_tokens, t_layers, v_layers)))
+    grounders = {}
+    for name, build in builders:
         t = time.perf_counter()
         grounder, params = build()
-        built = time.perf_counter() - t
-        per = statistics.fmean(time_grounder(grounder, scene.image, expressions, device))
-        print(f"# {name}: {params:.1f} M parameters, built in {built:.1f} s, {1000 * per:.1f} ms / expression")
-        del grounder
-        return per
+        print(f"# {name}: {params:.1f} M parameters, built in {time.perf_counter() - t:.1f} s")
+        time_once(grounder, scene.image, expressions[0], device)  # warm-up, not timed
+        grounders[name] = grounder
+    # round-robin: on a shared machine the load drifts; every grounder sees the same drift
+    times: dict[str, list[float]] = {name: [] for name in grounders}
+    for r in range(args.rounds):
+        expression = expressions[r % len(expressions)]
+        for name, grounder in grounders.items():
+            times[name].append(time_once(grounder, scene.image, expression, device))
+        print(f"# round {r + 1}/{args.rounds} ({expression!r}): "
+              + ", ".join(f"{n} {1000 * times[n][-1]:.0f} ms" for n in grounders))
+    median = {name: statistics.median(v) for name, v in times.items()}
 
-    dev = str(device)
-    if "gdino" in wanted:
-        rows.append(("Grounding DINO (tiny: Swin-T + BERT-base)", run("grounding-dino", lambda: grounding_dino(dev)), "measured"))
-    if "owlv2" in wanted:
-        rows.append(("OWLv2 (base/16, 960 px)", run("owlv2", lambda: owlv2(dev)), "measured"))
-    if "florence2" in wanted:
-        rows.append((f"Florence-2 base ({args.florence_tokens}-token answer)",
-                     run("florence-2-base", lambda: florence2(dev, args.florence_tokens)), "measured"))
+    rows: list[tuple[str, float, str]] = []
+    if "gdino" in median:
+        rows.append(("Grounding DINO (tiny: Swin-T + BERT-base)", median["gdino"], "measured"))
+    if "owlv2" in median:
+        rows.append(("OWLv2 (base/16, 960 px)", median["owlv2"], "measured"))
+    if "florence2" in median:
+        rows.append((f"Florence-2 base ({args.florence_tokens}-token answer)", median["florence2"], "measured"))
     if "qwen" in wanted:
-        points = {}
-        for t_layers, v_layers in ((2, 4), (4, 4), (2, 8)):
-            points[(t_layers, v_layers)] = run(
-                f"qwen2.5-vl-3b widths, {t_layers} text / {v_layers} vision layers",
-                lambda: qwen25_vl(dev, args.qwen_tokens, t_layers, v_layers))
-        per_text = (points[(4, 4)] - points[(2, 4)]) / 2
-        per_vision = (points[(2, 8)] - points[(2, 4)]) / 4
-        fixed = points[(2, 4)] - 2 * per_text - 4 * per_vision
+        (t0, v0), (t1, _), (_, v2) = qwen_depths
+        a, b, c = (median[f"qwen-{t}-{v}"] for t, v in qwen_depths)
+        per_text = (b - a) / (t1 - t0)
+        per_vision = (c - a) / (v2 - v0)
+        fixed = a - t0 * per_text - v0 * per_vision
         full = fixed + 36 * per_text + 32 * per_vision
-        print(f"# qwen2.5-vl-3b extrapolated: fixed {1000 * fixed:.0f} ms (embeddings, lm head, patching) + "
-              f"36 × {1000 * per_text:.0f} ms per text layer + 32 × {1000 * per_vision:.0f} ms per vision layer")
-        rows.append((f"Qwen2.5-VL-3B ({args.qwen_tokens}-token answer)", full, "extrapolated from 2–4 / 4–8 layers"))
+        print(f"# qwen2.5-vl-3b extrapolated: fixed {1000 * fixed:.0f} ms (embeddings, lm head, patching, decoding "
+              f"loop) + 36 × {1000 * per_text:.0f} ms per text layer + 32 × {1000 * per_vision:.0f} ms per vision layer")
+        rows.append((f"Qwen2.5-VL-3B ({args.qwen_tokens}-token answer)", full,
+                     f"extrapolated from {t0}–{t1} text / {v0}–{v2} vision layers"))
 
-    base = rows[0][1] if rows and rows[0][0].startswith("Grounding DINO") else None
+    base = median.get("gdino")
+    print(f"median of {args.rounds} rounds, one {args.image_size}×{args.image_size} image")
     print(f"{'grounder':48s} {'ms / expression':>16s} {'× Grounding DINO':>17s}  how")
     for name, seconds, how in rows:
         ratio = f"{seconds / base:.2f}" if base else "-"
