@@ -12,10 +12,10 @@ the published checkpoint's architecture and processor settings:
   embeddings; vision 1280 wide, 32 layers; default pixel limits, so an 800×800 image is 812×812 = 841 visual
   tokens), answering ``--qwen-tokens`` tokens (the JSON ``bbox_2d`` answer). The full 3.8 B model does not fit
   a small CPU box in float32 at a useful speed, so it is timed with reduced depth at full width in three
-  configurations (text layers T, vision layers V) = (1, 2), (2, 2), (1, 4) and extrapolated linearly per layer
-  to (36, 32): cost = fixed + T·per-text-layer + V·per-vision-layer. Printed as such. The 4-layer vision tower
-  has one full-attention block (as the real one has every 8th), so the per-vision-layer figure is the mean of a
-  windowed and a full-attention layer: it over-states the vision tower, where 4 of 32 blocks attend fully.
+  configurations (text layers T, vision layers V) = (1, 2), (5, 2), (1, 10) and extrapolated linearly per layer
+  to (36, 32): cost = fixed + T·per-text-layer + V·per-vision-layer. Printed as such. Full-attention vision
+  blocks sit at every 8th index as in the real tower (7, 15, ...), so the 8 added vision layers hold one, the
+  real share (4 of 32). Differences of 4 and 8 layers keep the per-layer figures above the load noise.
 
 All models are built first, then timed round-robin (each round: one expression per grounder), and the median
 per grounder is reported: on a shared machine the load drifts, and every grounder then sees the same drift.
@@ -134,7 +134,7 @@ def qwen25_vl(device: str, answer_tokens: int, text_layers: int, vision_layers: 
                          bos_token_id=ids["<|endoftext|>"], tie_word_embeddings=True),
         vision_config=dict(depth=vision_layers, hidden_size=1280, intermediate_size=3420, num_heads=16,
                            out_hidden_size=2048, window_size=112, patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2, fullatt_block_indexes=list(range(3, vision_layers, 4))),
+                           temporal_patch_size=2, fullatt_block_indexes=list(range(7, vision_layers, 8))),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
@@ -188,7 +188,7 @@ def main() -> None:
     scene = make_scene(seed=0, height=args.image_size, width=args.image_size, n_objects=3)
     expressions = [o.expression for o in scene.objects]
     wanted = set(args.only or ["gdino", "owlv2", "florence2", "qwen"])
-    qwen_depths = ((1, 2), (2, 2), (1, 4))  # (text layers, vision layers) at full width
+    qwen_depths = ((1, 2), (5, 2), (1, 10))  # (text layers, vision layers) at full width
     builders: list[tuple[str, object]] = []
     if "gdino" in wanted:
         builders.append(("gdino", lambda: grounding_dino(dev)))
