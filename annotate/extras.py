@@ -3,8 +3,8 @@
 The toolkit is installed from a clone of its repository (it is not published on the package index):
 ``pip install .`` is the weights-free toolkit (classical segmenter, backend, converters) without torch; SAM and
 the grounding models come with the ``[sam]`` / ``[grounding]`` extras, SAM 2 / SAM-HQ / EdgeTAM / SAM 3 with
-``[segmenters]`` (``pip install '.[sam]'``, ``[all]`` =
-all of them). :func:`install_command` is the one place that spells this; every hint uses it. Code that needs an extra
+``[segmenters]`` (``pip install '.[sam]'``; ``[vlm]`` adds peft for LoRA fine-tuning of the vision-language
+grounders; ``[all]`` = all of them). :func:`install_command` is the one place that spells this; every hint uses it. Code that needs an extra
 calls :func:`require_extra` *before* importing the stack, so the user reads which extra to install instead of a
 bare ``ModuleNotFoundError: No module named 'torch'``.
 """
@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sam": ("torch", "torchvision", "segment_anything"),
     "grounding": ("torch", "torchvision", "transformers"),
     "segmenters": ("torch", "transformers"),  # + timm, which only EdgeTAM needs (checked when one loads)
+    "vlm": ("torch", "torchvision", "transformers", "peft"),
     "ray": ("ray",),
     "geo": ("shapely", "pyogrio"),
 }

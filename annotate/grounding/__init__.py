@@ -16,7 +16,8 @@ __all__ = ["Grounder", "GroundingCandidate", "GroundingError", "GivenBoxGrounder
 
 
 def load_grounder(spec: "str | Path | Grounder", device: str = "auto", **kwargs: Any) -> Grounder:
-    """A local model directory (Grounding DINO, OWLv2, or ``pslg train grounding`` output) or hub id → Grounder.
+    """A local model directory (Grounding DINO, OWLv2, Florence-2, Qwen2.5-VL, ``pslg train grounding`` output) or
+    hub id → Grounder.
 
     Model-backed grounders need the ``[grounding]`` extra (``MissingExtraError`` names it when absent).
     """

@@ -4,7 +4,9 @@ What a directory is, is read from its files rather than guessed from its name: a
 (``annotate.modelstore``, what ``pslg train grounding --out`` fills) means its current grounding version; a
 version's ``card.json`` gives the version string the backend reports (older ``pslg_grounder.json`` files their
 ``version``);
-``config.json``'s ``model_type`` says which architecture (``grounding-dino``, ``mm-grounding-dino``, ``owlv2``).
+``config.json``'s ``model_type`` says which architecture (``grounding-dino``, ``mm-grounding-dino``, ``owlv2``, or
+the vision-language models ``florence2`` and ``qwen2_5_vl`` of ``annotate.grounding.vlm``); a directory with peft's
+``adapter_config.json`` instead is a LoRA adapter, served on the base model it names.
 A hub id (``IDEA-Research/grounding-dino-tiny``, ``google/owlv2-base-patch16-ensemble``) goes to
 ``from_pretrained`` on a machine that can reach the hub (or has it cached).
 """
@@ -90,8 +92,11 @@ def _load_grounder(spec: "str | Path", device: str, **kwargs: Any) -> Grounder:
         if current is None:
             raise GroundingError(f"the model store {path} has no usable grounding version (see `pslg models versions {path}`)")
         path = current.path
+    from annotate.grounding import vlm
+
+    adapter = vlm.is_adapter_dir(path)
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and not adapter:
             raise GroundingError(f"{path} is a directory but not a model directory (no config.json)")
         meta = read_metadata(path)
         try:
@@ -106,12 +111,17 @@ def _load_grounder(spec: "str | Path", device: str, **kwargs: Any) -> Grounder:
     else:
         source = str(spec)
 
-    model_type = _model_type(source)
-    if model_type not in GDINO_TYPES + OWLV2_TYPES:
+    weights = vlm.adapter_base(path) if adapter else source
+    model_type = _model_type(weights)
+    if model_type not in GDINO_TYPES + OWLV2_TYPES + vlm.VLM_TYPES:
         raise GroundingError(
             f"{spec} is a {model_type!r} model; grounding supports Grounding DINO "
-            f"({', '.join(GDINO_TYPES)}) and OWLv2 ({', '.join(OWLV2_TYPES)})"
+            f"({', '.join(GDINO_TYPES)}), OWLv2 ({', '.join(OWLV2_TYPES)}) and the vision-language models "
+            f"Florence-2 and Qwen2.5-VL ({', '.join(vlm.VLM_TYPES)})"
         )
+    if adapter and model_type not in vlm.VLM_TYPES:
+        raise GroundingError(f"{spec} is a LoRA adapter of a {model_type!r} model; adapters are served for "
+                             f"vision-language grounders only ({', '.join(vlm.VLM_TYPES)})")
     from transformers import AutoProcessor
 
     try:
@@ -127,6 +137,20 @@ def _load_grounder(spec: "str | Path", device: str, **kwargs: Any) -> Grounder:
         version = f"{model_type}-{path.resolve().name}-{_weights_fingerprint(path)}"
     else:
         version = f"{model_type}-{source}"
+
+    if model_type in vlm.VLM_TYPES:
+        try:
+            model = vlm.load_vlm_model(weights, model_type, adapter=path if adapter else None)
+        except GroundingError:
+            raise
+        except Exception as exc:
+            raise GroundingError(f"cannot load the weights of {spec}: {exc}") from exc
+        if not path.is_dir():
+            commit = getattr(model.config, "_commit_hash", None)
+            if commit:
+                version = f"{version}@{str(commit)[:10]}"
+        return vlm.build_vlm_grounder(model_type, model, processor, device=device, model_version=version,
+                                      source=source, **kwargs)
 
     from annotate.grounding import hf
 

@@ -250,7 +250,8 @@ def train_grounder(
 ) -> TrainResult:
     """Fine-tune ``base`` on ``train_samples``, evaluate on ``val_samples``, commit a new version to the store ``out_dir``.
 
-    ``base`` may be a model directory, a hub id or a model store (its current version). ``configured`` is the
+    ``base`` may be a model directory, a hub id or a model store (its current version). A vision-language base
+    (Florence-2, Qwen2.5-VL) trains a LoRA adapter instead (``annotate.grounding.vlm_training``). ``configured`` is the
     model spec the calling process was configured with (the backend's ``PSLG_GROUNDING_MODEL``), recorded in
     the card so a backend never serves a version trained for another configuration.
     """
@@ -262,6 +263,13 @@ def train_grounder(
         raise ValueError(f"epochs and batch size must be ≥ 1 and lr > 0 (got {config})")
     store = ModelStore(out_dir)
     base_spec = _resolve_base(base)
+    from annotate.grounding.vlm_training import train_vlm_adapter, vlm_model_type
+
+    family = vlm_model_type(base_spec)
+    if family is not None:  # Florence-2 / Qwen2.5-VL: a LoRA adapter in the model's own answer format
+        return train_vlm_adapter(train_samples, val_samples, base_spec, family, store, config, device=device,
+                                 data_root=data_root, progress=progress, log=log, image_loader=image_loader,
+                                 configured=configured, parent=_parent_in(store, base_spec))
     train, skipped = _check_samples(train_samples)
     for msg in skipped:
         log(f"skipping {msg}")

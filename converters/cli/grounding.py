@@ -78,10 +78,11 @@ def _has_files(folder: Path) -> bool:
 @train_app.command("grounding", epilog=(
     "Examples:\n\n"
     "\b\n  pslg train grounding --data data/ --base IDEA-Research/grounding-dino-tiny --out models/\n\n"
-    "\b\n  pslg train grounding --data data/ --base models/ --out models/ --epochs 5 --device cuda"))
+    "\b\n  pslg train grounding --data data/ --base models/ --out models/ --epochs 5 --device cuda\n\n"
+    "\b\n  pslg train grounding --data data/ --base florence-community/Florence-2-base --out models-florence/"))
 def train_grounding(
     data: Path = typer.Option(..., "--data", help="RRSIS-layout dataset (refs(unc).p + instances.json + images), e.g. from `pslg export rrsis`."),
-    base: str = typer.Option(..., "--base", help="Model to start from: a Grounding DINO directory, a model store (its current version) or a hub id such as IDEA-Research/grounding-dino-tiny."),
+    base: str = typer.Option(..., "--base", help="Model to start from: a Grounding DINO directory, a model store (its current version) or a hub id such as IDEA-Research/grounding-dino-tiny. A Florence-2 or Qwen2.5-VL base trains a LoRA adapter (the [vlm] extra)."),
     out: Path = typer.Option(..., "--out", "-o", help="Model store (see `pslg models versions`); each run adds a version vNNNN/ and makes it current. Point the backend's PSLG_GROUNDING_MODEL here to serve it without a restart."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Passes over the train split."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate."),
@@ -95,7 +96,7 @@ def train_grounding(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted run with the same data, base and settings."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Fine-tune Grounding DINO on the train split's boxes (derived from masks); evaluate on val; write a new version."""
+    """Fine-tune Grounding DINO (or a LoRA adapter of Florence-2 / Qwen2.5-VL) on the train split's boxes; evaluate on val; write a new version."""
     from annotate.device import DeviceError
     from annotate.extras import MissingExtraError, require_extra
     from annotate.grounding.base import GroundingError

@@ -44,8 +44,8 @@ def _mb(n: Optional[int]) -> str:
 
 @models_app.command("list", epilog="Example:\n\n\b\n  pslg models list")
 def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
-    """Known checkpoints, their size and sha256, and whether each is in the cache (complete or partial); then the
-    Hugging Face families (SAM 2.1, SAM-HQ, EdgeTAM, SAM 3) and the option that loads each."""
+    """Known SAM checkpoints (size, sha256, cached or partial), the Hugging Face segmenter families (SAM 2.1,
+    SAM-HQ, EdgeTAM, SAM 3) with the option that loads each, and the grounding model families the toolkit loads."""
     from rich.console import Console
     from rich.table import Table
 
@@ -73,6 +73,7 @@ def list_command(cache_dir: Optional[Path] = _CACHE_OPT) -> None:
     console.print(table)
     typer.echo("Presence is by file name and size; `pslg models verify` checks the digests.")
     console.print(_families_table())
+    _print_grounder_families(console)
 
 
 def _families_table():
@@ -86,7 +87,7 @@ def _families_table():
 
     missing = missing_modules("segmenters") + (["timm (EdgeTAM only)"] if importlib.util.find_spec("timm") is None else [])
     note = "installed" if not missing else f"needs the [segmenters] extra (missing: {', '.join(missing)})"
-    table = Table(title=f"Hugging Face model families ({note}); give a folder or hub id, transformers downloads it")
+    table = Table(title=f"Hugging Face segmenter families ({note}); give a folder or hub id, transformers downloads it")
     for col in ("family", "model_type", "option", "hub ids"):
         table.add_column(col, overflow="fold")
     for model_type, label in SEGMENTER_FAMILIES.items():
@@ -94,6 +95,24 @@ def _families_table():
     for model_type, label in ONE_STAGE_FAMILIES.items():
         table.add_row(label, model_type, "--one-stage / PSLG_ONE_STAGE_MODEL", ", ".join(HUB_EXAMPLES.get(model_type, ())))
     return table
+
+
+def _print_grounder_families(console) -> None:
+    """The grounding model families `--grounding` / `--base` accept, and whether their extra is installed."""
+    from rich.table import Table
+
+    from annotate.extras import install_command, missing_modules
+    from annotate.grounding.families import FAMILIES
+
+    table = Table(title="Grounding model families (--grounding DIR|HUB_ID, pslg train grounding --base)")
+    for col in ("family", "config model_type", "example", "reads the expression", "fine-tuning", "installed"):
+        table.add_column(col, overflow="fold")
+    for family in FAMILIES:
+        missing = missing_modules(family.extra)
+        installed = "yes" if not missing else f"no: {install_command(family.extra)}"
+        table.add_row(family.name, ", ".join(family.model_types), family.example, family.reads, family.fine_tuning,
+                      installed)
+    console.print(table)
 
 
 @models_app.command("pull", epilog="Example:\n\n\b\n  pslg models pull vit_b\n\n\b\n  pslg models pull vit_h --url https://mirror.example/sam_vit_h_4b8939.pth")
