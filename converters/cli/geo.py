@@ -47,7 +47,7 @@ def tile_command(
                              show_default=False),
     size: int = typer.Option(1024, "--size", min=16, max=8192, help="Tile side in pixels (at most 8192: a tile is one Label Studio image)."),
     overlap: int = typer.Option(128, "--overlap", min=0, help="Pixels shared by neighbouring tiles (objects on a "
-                                "seam are whole in one of them, and joined again by pslg export geo)."),
+                                "seam are whole in one of them, and joined again by `export geo`)."),
     bands: Optional[str] = typer.Option(None, "--bands", metavar="B1,B2,B3", help="1-based bands shown as RGB "
                                         "(e.g. 4,3,2 for false colour); default 1,2,3 (or 1).", show_default=False),
     fmt: str = typer.Option("png", "--format", help="Tile images: png | jpeg."),

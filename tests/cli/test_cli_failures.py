@@ -160,13 +160,20 @@ def test_read_only_output_folder(export: Path, tmp_path: Path) -> None:
 
 
 # ---- 14: SIGTERM cleans up like Ctrl-C
+def _signals_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default, as in a terminal. A run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_export_cleans_up_and_says_interrupted(export: Path, tmp_path: Path, sig: int) -> None:
     out = tmp_path / "out"
     code = "import sys; from converters.cli.main import app; sys.argv = ['pslg'] + sys.argv[1:]; app()"
     proc = subprocess.Popen([sys.executable, "-c", code, "export", "coco", "-", "--image-root", str(export.parent),
                              "--out", str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+                            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
+                            preexec_fn=_signals_as_in_a_terminal)
     assert proc.stdin is not None
     data = export.read_bytes()
     proc.stdin.write(data[: len(data) // 2])  # half an export, then the stream stays open: the export waits

@@ -246,6 +246,14 @@ def test_existing_output_needs_overwrite(per_task_export, tmp_path):
     assert r.exit_code == 0 and not (out / "keep.txt").exists() and (out / "annotations.json").is_file()
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default, as in a terminal. A run started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_no_half_written_dataset(per_task_export, tmp_path):
     """A real SIGINT while the export is half read (it blocks on a named pipe): nothing is left behind."""
     import os
@@ -263,7 +271,7 @@ def test_ctrl_c_leaves_no_half_written_dataset(per_task_export, tmp_path):
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-c", code, "export", "coco", str(fifo), "--out", str(out),
                              "--image-root", str(export.parent)], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=_ctrl_c_as_in_a_terminal)
     try:
         with open(fifo, "w") as fh:
             fh.write("[" + ",\n".join(json.dumps(t) for t in tasks[:5]) + ",\n")
