@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,5 +194,10 @@ def _write_gpkg(path: Path, features: list[dict], crs: Optional[str], layer: str
             columns.append(np.array(["" if v is None else str(v) for v in values], dtype=object))
     with atomic_path(path) as tmp:
         tmp.unlink(missing_ok=True)  # GDAL creates the GeoPackage itself
-        write(tmp, geometry, columns, list(FIELDS), layer=layer, driver="GPKG",
-                      geometry_type="MultiPolygon", crs=crs)
+        gpkg = tmp.with_name(tmp.name + ".gpkg")  # GDAL warns about a GeoPackage without its extension
+        try:
+            write(gpkg, geometry, columns, list(FIELDS), layer=layer, driver="GPKG",
+                  geometry_type="MultiPolygon", crs=crs)
+            os.replace(gpkg, tmp)
+        finally:
+            gpkg.unlink(missing_ok=True)
