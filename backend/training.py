@@ -45,6 +45,10 @@ log = logging.getLogger("pslg.backend.training")
 IDLE, RUNNING, SUCCEEDED, FAILED, SKIPPED = "idle", "running", "succeeded", "failed", "skipped"
 #: the training store's meta keys: the stored annotations' digest when the last retrain succeeded, and its outcome
 TRAINED_DIGEST, TRAINED_OUTCOME = "trained_digest", "trained_outcome"
+ONE_STAGE_SERVED_AS_IS = (
+    "not retrained: the one-stage model (PSLG_ONE_STAGE_MODEL, SAM 3) is served as it is; Start Training fine-tunes "
+    "a two-stage pipeline's grounder or learns its shape priors; the {n} stored corrections stay for `pslg export`"
+)
 NO_GROUNDER = (
     "no grounding model is configured (PSLG_GROUNDING_MODEL): learning the weights-free stage 2 instead "
     "(per-category shape priors and the quality estimate, from the stored corrections)"
@@ -161,7 +165,9 @@ class Trainer:
         try:
             if not self.engine.wait_ready(timeout=600):
                 raise RuntimeError(f"the models are not loaded: {self.engine.error or 'still loading'}")
-            if not self.engine.has_grounder:
+            if self.engine.settings.one_stage_model:  # nothing here fine-tunes SAM 3: say so, commit nothing
+                version, n, skipped = self.engine.model_version, 0, []
+            elif not self.engine.has_grounder:
                 version, n, skipped = self.learn_stage2()
             else:
                 version, n, skipped = self._retrain()
@@ -175,7 +181,10 @@ class Trainer:
             self.status.last_version = version
             self.status.last_samples = n
             self.status.last_skipped = skipped
-            if self.engine.has_grounder:
+            if self.engine.settings.one_stage_model:
+                self.status.last_outcome = ONE_STAGE_SERVED_AS_IS.format(n=self.store.count())
+                log.info("%s", self.status.last_outcome)
+            elif self.engine.has_grounder:
                 self.status.last_outcome = f"served {version}: grounding model retrained on {n} samples"
             self.store.set_meta(TRAINED_DIGEST, self._digest_at_start or "")
             self.store.set_meta(TRAINED_OUTCOME, self.status.last_outcome or "")

@@ -76,3 +76,32 @@ def test_backend_one_stage_answers_text(tmp_path, files_root, scene) -> None:
         assert runtime.engine.pipeline.segmenter.owner.encoder_passes == 1
     finally:
         runtime.store.close()
+
+
+def test_start_training_with_a_one_stage_model_says_it_is_served_as_it_is(tmp_path, files_root, scene) -> None:
+    """Nothing in the toolkit fine-tunes SAM 3: Start Training must neither try (and fail on) a grounder retrain nor
+    commit a version; it says so, the corrections stay stored and the served model is unchanged."""
+    from annotate.modelstore import ModelStore
+    from tests.support.scenes import submit_correction
+
+    folder = save_tiny_sam3(tmp_path / "sam3")
+    settings = Settings(model_dir=tmp_path / "m", local_files_root=str(files_root), one_stage_model=str(folder),
+                        device="cpu")
+    runtime = Runtime(settings)
+    try:
+        assert runtime.engine.wait_ready(120), runtime.engine.error
+        client = create_app(settings, runtime=runtime).test_client()
+        before = client.get("/versions").get_json()["model_version"]
+        task = task_for(scene, 0, 1)
+        submit_correction(client, task, scene.objects[0].mask, "building", 901)
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert runtime.trainer.wait_idle(300)
+        status = runtime.trainer.status
+        assert status.state == "succeeded" and status.last_error is None
+        assert status.last_outcome.startswith("not retrained: the one-stage model") and "1 stored" in status.last_outcome
+        assert client.get("/health").get_json()["training_outcome"] == status.last_outcome
+        assert client.get("/versions").get_json()["model_version"] == before
+        assert not ModelStore(settings.model_dir / "grounders").versions()
+        assert runtime.store.count() == 1
+    finally:
+        runtime.store.close()
