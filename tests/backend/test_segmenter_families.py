@@ -60,48 +60,46 @@ def test_backend_serves_each_family(tmp_path, files_root, scene, family) -> None
         runtime.store.close()
 
 
-def test_backend_one_stage_answers_text(tmp_path, files_root, scene) -> None:
+@pytest.fixture
+def one_stage_backend(tmp_path, files_root):
+    """(settings, runtime, client) of a backend serving a tiny random SAM 3 as PSLG_ONE_STAGE_MODEL, ready."""
     folder = save_tiny_sam3(tmp_path / "sam3")
     settings = Settings(model_dir=tmp_path / "m", local_files_root=str(files_root), one_stage_model=str(folder),
                         device="cpu")
     runtime = Runtime(settings)
     try:
         assert runtime.engine.wait_ready(120), runtime.engine.error
-        assert runtime.engine.has_grounder
-        client = create_app(settings, runtime=runtime).test_client()
-        task = task_for(scene, 0, 1, with_box=False)  # the expression alone: SAM 3 finds and picks the instance
-        [pred] = client.post("/predict", json={"tasks": [task], "label_config": CONFIG}).get_json()["results"]
-        assert pred["model_version"].startswith("pslg:sam3-")
-        assert _mask(pred).shape == (160, 200)
-        assert runtime.engine.pipeline.segmenter.owner.encoder_passes == 1
+        yield settings, runtime, create_app(settings, runtime=runtime).test_client()
     finally:
         runtime.store.close()
 
 
-def test_start_training_with_a_one_stage_model_says_it_is_served_as_it_is(tmp_path, files_root, scene) -> None:
+def test_backend_one_stage_answers_text(one_stage_backend, scene) -> None:
+    _, runtime, client = one_stage_backend
+    assert runtime.engine.has_grounder
+    task = task_for(scene, 0, 1, with_box=False)  # the expression alone: SAM 3 finds and picks the instance
+    [pred] = client.post("/predict", json={"tasks": [task], "label_config": CONFIG}).get_json()["results"]
+    assert pred["model_version"].startswith("pslg:sam3-")
+    assert _mask(pred).shape == (160, 200)
+    assert runtime.engine.pipeline.segmenter.owner.encoder_passes == 1
+
+
+def test_start_training_with_a_one_stage_model_says_it_is_served_as_it_is(one_stage_backend, scene) -> None:
     """Nothing in the toolkit fine-tunes SAM 3: Start Training must neither try (and fail on) a grounder retrain nor
     commit a version; it says so, the corrections stay stored and the served model is unchanged."""
     from annotate.modelstore import ModelStore
     from tests.support.scenes import submit_correction
 
-    folder = save_tiny_sam3(tmp_path / "sam3")
-    settings = Settings(model_dir=tmp_path / "m", local_files_root=str(files_root), one_stage_model=str(folder),
-                        device="cpu")
-    runtime = Runtime(settings)
-    try:
-        assert runtime.engine.wait_ready(120), runtime.engine.error
-        client = create_app(settings, runtime=runtime).test_client()
-        before = client.get("/versions").get_json()["model_version"]
-        task = task_for(scene, 0, 1)
-        submit_correction(client, task, scene.objects[0].mask, "building", 901)
-        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
-        assert runtime.trainer.wait_idle(300)
-        status = runtime.trainer.status
-        assert status.state == "succeeded" and status.last_error is None
-        assert status.last_outcome.startswith("not retrained: the one-stage model") and "1 stored" in status.last_outcome
-        assert client.get("/health").get_json()["training_outcome"] == status.last_outcome
-        assert client.get("/versions").get_json()["model_version"] == before
-        assert not ModelStore(settings.model_dir / "grounders").versions()
-        assert runtime.store.count() == 1
-    finally:
-        runtime.store.close()
+    settings, runtime, client = one_stage_backend
+    before = client.get("/versions").get_json()["model_version"]
+    task = task_for(scene, 0, 1)
+    submit_correction(client, task, scene.objects[0].mask, "building", 901)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert runtime.trainer.wait_idle(300)
+    status = runtime.trainer.status
+    assert status.state == "succeeded" and status.last_error is None
+    assert status.last_outcome.startswith("not retrained: the one-stage model") and "1 stored" in status.last_outcome
+    assert client.get("/health").get_json()["training_outcome"] == status.last_outcome
+    assert client.get("/versions").get_json()["model_version"] == before
+    assert not ModelStore(settings.model_dir / "grounders").versions()
+    assert runtime.store.count() == 1
