@@ -18,6 +18,9 @@ part** of the object region:
 * the click and every earlier click are hard seeds, the graph cut decides the rest, and only the change
   connected to the click is kept: a negative click removes the connected leak it lies in, a positive one
   adds the connected part it lies in;
+* a negative click keeps the one-pixel edge of what it removes next to what remains (human outlines include
+  the pixels an object's edge crosses), and after a positive click a nearly convex mask is completed to its
+  convex hull when that adds little (a click on one side of a convex object moves that side, not one bump);
 * the clicked pixel always ends with the clicked label and earlier clicks keep theirs.
 
 A session's answer depends only on the base mask, the box and the click list: ``edit_session`` replays it
@@ -61,11 +64,22 @@ class ClickParams:
     #: A click closer than this (px) to the mask boundary sits on a thin rim: its neighbourhood is d, the part
     #: it lies in is the rim (its side's pixels within ``thin`` of the boundary), and when the region is
     #: processed at a reduced resolution it is processed at full resolution in a ``max_side`` window instead.
-    thin: float = 2.5
+    thin: float = 3.5
     #: The region is processed at most this many pixels on a side (0 = full resolution).
     max_side: int = 200
     #: Radius of the hard seed disc at every click, in processed pixels.
     seed_radius: float = 1.5
+    #: The new click's seed reaches out to ``seed_reach`` × d (less half a pixel) over the pixels of its colour
+    #: (``flood_tol``): a click in the middle of a wrong region says those pixels are wrong too.
+    seed_reach: float = 0.8
+    #: A negative click keeps the one-pixel rim of what it removes next to the remaining mask: human outlines
+    #: include the pixels the object's edge crosses (see ``annotate.masks.include_edge_pixels``).
+    keep_edge: bool = True
+    #: Convex completion: when the mask before a positive click is at least this solid (area / convex-hull
+    #: area), the corrected mask is replaced by its convex hull if that adds at most ``convex_grow`` of its
+    #: area and covers no earlier negative click (0 = off).
+    convex_min: float = 0.9
+    convex_grow: float = 0.2
     #: Colour tolerance (Lab units per channel) of the flood fill that extends a click's seed.
     flood_tol: float = 10.0
     #: Within the click's neighbourhood the flood region is a hard seed when it covers at most this share of
@@ -236,6 +250,7 @@ def apply_click(
     side = ~sub if positive else sub.copy()
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
     region = _flood(lab, side, wx, wy, p.flood_tol)
+    same_colour = region
     local = None if region is None else region & near
     if region is not None and d < p.thin:
         # a click on a rim: the part it lies in is the rim, the pixels of its side within ``thin`` of the boundary
@@ -277,6 +292,13 @@ def apply_click(
     for (qx, qy), qlab in constraints:
         if x0 <= qx < x1 and y0 <= qy < y1 and click_agrees(mask, (qx, qy), qlab):
             _disc(gc, *to_win(qx, qy), r, cv2.GC_FGD if qlab else cv2.GC_BGD)
+    reach_seed = p.seed_reach * d * scale - 0.5
+    if reach_seed > r and same_colour is not None:
+        # the click sits in the middle of a wrong region: the pixels of its colour within about d of it are
+        # wrong too (beyond its colour, a far click on a thin missed part would seed the ground around it)
+        wide = np.zeros(gc.shape, np.uint8)
+        _disc(wide, wx, wy, reach_seed, 1)
+        gc[(wide > 0) & same_colour] = seed_value
     _disc(gc, wx, wy, r, seed_value)
 
     has_fg = np.any((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD))
@@ -285,6 +307,9 @@ def apply_click(
     if has_fg and has_bg:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         try:
+            # GrabCut's colour models start from k-means on OpenCV's (thread-local) RNG: seeded, so an edit
+            # depends only on its inputs and a session replayed from a cached prefix equals one from scratch
+            cv2.setRNGSeed(0)
             cv2.grabCut(crop, gc, None, bgd, fgd, p.iterations, cv2.GC_INIT_WITH_MASK)
             new = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
         except cv2.error:
@@ -306,12 +331,67 @@ def apply_click(
         window |= changed
     else:
         window &= ~changed
+        if p.keep_edge:
+            _keep_edge(out, mask, (x0, y0, x1, y1))
+    if positive and p.convex_min > 0:
+        _complete_convex(out, mask, constraints, p)
     # hard guarantees, whatever the resampling did: the click and the constraints it agreed with
     for (qx, qy), qlab in list(constraints) + [((cx, cy), int(label))]:
         if (qx, qy) == (cx, cy) or click_agrees(mask, (qx, qy), qlab):
             yi, xi = _pixel(out, qx, qy)
             out[yi, xi] = bool(qlab)
     return out
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def _keep_edge(out: np.ndarray, before: np.ndarray, window: tuple[int, int, int, int]) -> None:
+    """Give back (in place) the removed pixels 4-adjacent to what remains: the object's edge pixels.
+
+    Why: a cut puts the boundary on the colour edge and splits the pixels the edge crosses about evenly, while
+    a human outline includes them (``annotate.masks.include_edge_pixels``); removing a leak should leave the
+    object's outline where a person draws it. Only pixels within ``window`` (where a click can change the mask)
+    are considered.
+    """
+    x0, y0, x1, y1 = window
+    h, w = out.shape
+    ya, yb, xa, xb = max(0, y0 - 1), min(h, y1 + 1), max(0, x0 - 1), min(w, x1 + 1)
+    sub, old = out[ya:yb, xa:xb], before[ya:yb, xa:xb]
+    removed = old & ~sub
+    if removed.any():
+        sub |= removed & (cv2.dilate(sub.astype(np.uint8), _CROSS) > 0)
+
+
+def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[tuple[Point, int]],
+                     p: ClickParams) -> None:
+    """Fill (in place) ``out`` to its convex hull after a positive click, when the object is evidently convex.
+
+    Why: most objects of aerial datasets are convex (vehicles, tanks, courts, ship hulls, bridge spans), and a
+    positive click on a long side of such a mask says that side lies further out, not that one bump does; the
+    hull carries the click's evidence along the side. Used only when the mask before the click was already
+    nearly convex (solidity ``p.convex_min``), when the hull adds little (``p.convex_grow`` of the area) and
+    when it covers no earlier negative click, so concave objects (airplanes, harbours) keep their shape.
+    """
+    x, y, bw, bh = cv2.boundingRect((before | out).astype(np.uint8))
+    if bw == 0 or not before.any():
+        return
+    old, new = before[y:y + bh, x:x + bw], out[y:y + bh, x:x + bw]
+
+    def filled_hull(m: np.ndarray) -> np.ndarray:
+        hull = np.zeros(m.shape, np.uint8)
+        cv2.fillPoly(hull, [cv2.convexHull(cv2.findNonZero(m.astype(np.uint8)))], 1)
+        return (hull > 0) | m
+
+    if np.count_nonzero(old) < p.convex_min * np.count_nonzero(filled_hull(old)):
+        return
+    added = filled_hull(new) & ~new
+    if np.count_nonzero(added) > p.convex_grow * np.count_nonzero(new):
+        return
+    if any(not lab and x <= pt[0] < x + bw and y <= pt[1] < y + bh and added[_pixel(new, pt[0] - x, pt[1] - y)]
+           for pt, lab in constraints):
+        return
+    new |= added
 
 
 def apply_clicks(

@@ -298,3 +298,22 @@ def mask_digest(mask: np.ndarray) -> str:
     import hashlib
 
     return hashlib.blake2b(np.packbits(np.asarray(mask, bool).ravel()).tobytes(), digest_size=12).hexdigest()
+
+
+def include_edge_pixels(mask: np.ndarray) -> np.ndarray:
+    """``mask`` grown by one pixel (4-connected): the pixels its outline crosses, which a human outline includes.
+
+    Why: a colour cut (GrabCut, MBO) puts the boundary on the colour edge and assigns the mixed pixels the edge
+    crosses (sensor blur spreads an edge over one or two pixels) about evenly to either side, while a person
+    traces the object's outer edge, so a rasterised human outline includes them. Measured on two independent
+    sets of human masks (bench/RESULTS.md): the classical pipeline's box masks (after MBO) grown by one pixel agree
+    better with them (NWPU VHR-10 dev mean IoU 0.675 → 0.693, iSAID 0.816 → 0.829), most on small objects, where
+    one pixel is much of the area. Growing only into pixels whose colour is a mix of object and ground measured
+    lower on both (and lowered IoU after more clicks), so the rule is the plain one. On images with crisp,
+    unblurred edges (rendered scenes) it makes masks one pixel too large.
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return mask.copy()
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    return cv2.dilate(mask.astype(np.uint8), cross) > 0

@@ -404,6 +404,12 @@ class Pipeline:
             from annotate.geometry import mask_iou
 
             features["mbo_change"] = 1.0 - mask_iou(before, mask)
+            if getattr(self.segmenter, "splits_edge_pixels", False) and box is not None and mask.any():
+                # MBO's colour cut leaves out about half of the pixels the object's edge crosses; human outlines
+                # include them (without MBO the segmenter's fitted shape already encloses its outline)
+                from annotate.masks import include_edge_pixels
+
+                mask = include_edge_pixels(mask)
         features["segmenter_score"] = float(out.score)
 
         if user_points:

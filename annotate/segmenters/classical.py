@@ -179,10 +179,13 @@ def _moment_ellipse(contours, shape: tuple[int, int]) -> Optional[np.ndarray]:
 class ClassicalSegmenter(Segmenter):
     """Box / point prompts → mask with no learned weights (OpenCV GrabCut + k-means + shape prior)."""
 
-    name = "classical-grabcut-v1"
+    name = "classical-grabcut-v2"
     #: Clicks with a box are best applied as local edits of the refined box mask (``annotate.clicks``): the
     #: pipeline does so, after MBO, instead of passing them to ``predict``.
     clicks_as_edits = True
+    #: Its boundary refinement (MBO, a colour cut) splits the pixels an object's edge crosses, which human outlines
+    #: include: after MBO the pipeline grows its box mask by those pixels (``annotate.masks.include_edge_pixels``).
+    splits_edge_pixels = True
     #: ``predict`` takes the prompt's ``category`` (for its learned shape priors).
     uses_category = True
 

@@ -18,6 +18,12 @@ from annotate.metrics import iou
 from annotate.synthetic import make_scene
 from converters.cli import segment as segment_cli
 
+#: The weights-free pipeline's masks include the one-pixel edge ring human outlines of (blurred) aerial edges have
+#: (annotate.masks.include_edge_pixels); the synthetic objects here have crisp edges and are ~20 px long, so that
+#: ring alone costs them ~0.2 IoU (on real aerial images it gains: bench/RESULTS.md). Filling the box scores 0.54
+#: (building) and 0.71 (storage tank) here, 0.78 on the near-axis-aligned vehicle.
+EDGE_RING_IOU = 0.75
+
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
@@ -66,7 +72,7 @@ def test_single_box_writes_mask_overlay_and_results(app, scene, scene_png: Path,
     assert res.exit_code == 0, res.output
     mask = read_mask(out / "mask.png")
     assert mask.shape == scene.image.shape[:2]
-    assert iou(mask, obj.mask) > 0.8
+    assert iou(mask, obj.mask) > EDGE_RING_IOU
     overlay = cv2.imread(str(out / "overlay.png"))
     assert overlay.shape == scene.image.shape
     assert not np.array_equal(cv2.cvtColor(overlay, cv2.COLOR_BGR2RGB), scene.image)  # something was drawn
@@ -119,7 +125,7 @@ def test_prompts_file_with_one_bad_prompt(app, scene, scene_png: Path, tmp_path:
         assert results[i]["error"] is None and results[i]["mask_file"] == f"mask_{i:03d}.png"
         mask = read_mask(out / f"mask_{i:03d}.png")
         assert np.array_equal(coco_rle_decode(results[i]["segmentation"]), mask)
-        assert iou(mask, scene.objects[i].mask) > 0.8
+        assert iou(mask, scene.objects[i].mask) > EDGE_RING_IOU
     assert results[2]["text"] == "the third object"
     assert cv2.imread(str(out / "overlay.png")).shape == scene.image.shape
 
@@ -194,7 +200,7 @@ def test_text_with_grounding_model_uses_its_box(app, scene, scene_png: Path, tmp
     assert r["grounding_score"] == pytest.approx(0.9)
     assert r["box"] == [float(v) for v in obj.box]
     assert "box-grounder" in r["model_version"]
-    assert iou(read_mask(out / "mask.png"), obj.mask) > 0.8
+    assert iou(read_mask(out / "mask.png"), obj.mask) > EDGE_RING_IOU
 
 
 def test_corrupt_image_is_a_clear_error(app, tmp_path: Path) -> None:

@@ -3,10 +3,11 @@ fallback included), MBO, and the pipeline around any segmenter — on synthetic 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from annotate.clicks import apply_click, apply_clicks, honour_clicks
+from annotate.clicks import ClickParams, apply_click, apply_clicks, honour_clicks
 from annotate.geometry import mask_iou
 from annotate.mbo import refine_mask
 from annotate.pipeline import Pipeline
@@ -44,10 +45,19 @@ def _missing(obj: np.ndarray) -> np.ndarray:
 def test_negative_click_inside_a_leak_removes_it() -> None:
     img, obj = _scene()
     leaky = _leaky(obj)
+    cut = apply_click(img, leaky, (80.5, 60.5), 0, params=ClickParams(keep_edge=False))
+    assert not cut[60, 80]
+    assert np.count_nonzero(cut[40:80, 70:90]) < 0.05 * 800  # the clicked part of the leak goes, not just a disc
     out = apply_click(img, leaky, (80.5, 60.5), 0)
     assert not out[60, 80]
-    assert np.count_nonzero(out[40:80, 70:90]) < 0.05 * 800  # the clicked part of the leak goes, not just a disc
-    assert np.count_nonzero(out & ~obj) < 0.3 * np.count_nonzero(leaky & ~obj)
+    # by default the removed pixels 4-adjacent to what remains stay (the edge pixels a human outline includes),
+    # and nothing else
+    rim = cv2.dilate(cut.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))) > 0
+    expected = leaky & ~cut & rim
+    expected[60, 80] = False  # the clicked pixel keeps its label
+    assert expected.any() and np.array_equal(out & ~cut, expected)
+    assert not np.any(cut & ~out)
+    assert np.count_nonzero(cut & ~obj) < 0.3 * np.count_nonzero(leaky & ~obj)
     assert np.count_nonzero(out & obj) >= 0.97 * obj.sum()  # the object stays
     assert mask_iou(out, obj) > mask_iou(leaky, obj) + 0.25
 
@@ -255,3 +265,56 @@ def test_clicks_keep_their_labels_and_a_branched_or_shortened_session_equals_one
             assert bool(got[int(y), int(x)]) == bool(lab)
     assert len(calls) == 1  # the base mask was computed once; every later session replayed from a cached prefix
     assert mask_iou(got, obj) > 0.9 > mask_iou(base, obj)
+
+
+def _textured_slab(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 60×20 rectangular object of strongly textured colour on darker textured ground: (image, object).
+
+    The texture keeps a colour flood near the click, so what a positive click adds beyond its neighbourhood
+    comes from the convex completion, not from a uniform-colour part."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((100, 120, 3), np.float32)
+    img[:] = (80, 95, 75)
+    img += rng.normal(0, 12, img.shape)
+    obj = np.zeros((100, 120), bool)
+    obj[20:80, 50:70] = True
+    img[obj] = (190, 185, 180)
+    img[obj] += rng.normal(0, 25, (np.count_nonzero(obj), 3))
+    return np.clip(img, 0, 255).astype(np.uint8), obj
+
+
+def test_a_positive_click_on_a_convex_mask_carries_along_the_side_it_lies_on() -> None:
+    img, obj = _textured_slab()
+    box = (46.0, 16.0, 74.0, 84.0)
+    missing = obj.copy()
+    missing[:, 67:70] = False  # a 3-px strip along the whole right side
+    strip = obj & ~missing
+    click = (68.5, 50.5)
+    local = apply_click(img, missing, click, 1, box=box, params=ClickParams(convex_min=0))
+    out = apply_click(img, missing, click, 1, box=box)
+    assert out[50, 68] and np.array_equal(out & missing, missing)  # a positive click only adds
+    # the hull of the corrected mask fills the strip towards both ends of the side: more than the local edit
+    assert np.count_nonzero(out & strip) > np.count_nonzero(local & strip) + 0.25 * np.count_nonzero(strip)
+    # and nothing that the local edit and the object's own hull do not hold
+    assert not np.any(out & ~obj & ~local)
+
+
+def test_convex_completion_leaves_concave_objects_and_earlier_negative_clicks_alone() -> None:
+    img, obj, _ = _plane()
+    box = (28.0, 38.0, 172.0, 130.0)
+    missing = obj.copy()
+    missing[70:78, 140:170] = False  # the wing tip: the plane is far from convex
+    click = (150.5, 74.5)
+    plain = apply_click(img, missing, click, 1, box=box, params=ClickParams(convex_min=0))
+    assert np.array_equal(apply_click(img, missing, click, 1, box=box), plain)
+
+    slab, rect = _textured_slab()
+    sbox = (46.0, 16.0, 74.0, 84.0)
+    missing = rect.copy()
+    missing[:, 67:70] = False
+    # an earlier negative click the hull would cover: the completion is not applied
+    neg = ((67.5, 40.5), 0)
+    local = apply_click(slab, missing, (68.5, 50.5), 1, [neg], box=sbox, params=ClickParams(convex_min=0))
+    out = apply_click(slab, missing, (68.5, 50.5), 1, [neg], box=sbox)
+    assert not out[40, 67]
+    assert np.array_equal(out, local)

@@ -116,4 +116,6 @@ def test_pipeline_answers_one_expression_with_several_objects_or_none():
         union |= r.mask
     s = generalized_metrics([union, one[0].mask, np.zeros((64, 64), bool)], [truth[0] | truth[1] | truth[2], truth[0],
                                                           np.zeros((64, 64), bool)])
-    assert s.n_acc == 1.0 and s.t_acc == 1.0 and s.giou > 0.9
+    # the classical segmenter's box masks include the one-pixel edge ring a human outline of a blurred aerial edge
+    # has (annotate.masks.include_edge_pixels): on these crisp, unblurred 14-px squares that costs ~0.2 IoU each
+    assert s.n_acc == 1.0 and s.t_acc == 1.0 and s.giou > 0.8
