@@ -343,9 +343,6 @@ def apply_click(
     return out
 
 
-_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-
-
 def _keep_edge(out: np.ndarray, before: np.ndarray, window: tuple[int, int, int, int]) -> None:
     """Give back (in place) the removed pixels 4-adjacent to what remains: the object's edge pixels.
 
@@ -360,7 +357,9 @@ def _keep_edge(out: np.ndarray, before: np.ndarray, window: tuple[int, int, int,
     sub, old = out[ya:yb, xa:xb], before[ya:yb, xa:xb]
     removed = old & ~sub
     if removed.any():
-        sub |= removed & (cv2.dilate(sub.astype(np.uint8), _CROSS) > 0)
+        from annotate.masks import include_edge_pixels
+
+        sub |= removed & include_edge_pixels(sub)
 
 
 def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[tuple[Point, int]],
