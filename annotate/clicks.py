@@ -21,6 +21,8 @@ part** of the object region:
 * a negative click keeps the one-pixel edge of what it removes next to what remains (human outlines include
   the pixels an object's edge crosses), and after a positive click a nearly convex mask is completed to its
   convex hull when that adds little (a click on one side of a convex object moves that side, not one bump);
+* a negative click on a thin leak along a straight side of a nearly convex mask moves that whole side in by
+  the leak's width (``annotate.click_sides``): a shadow strip along a car is one click, not one per few pixels;
 * the clicked pixel always ends with the clicked label and earlier clicks keep theirs.
 
 A session's answer depends only on the base mask, the box and the click list: ``edit_session`` replays it
@@ -37,6 +39,7 @@ from typing import Callable, Hashable, Optional, Sequence
 import cv2
 import numpy as np
 
+from annotate.click_sides import side_band
 from annotate.types import Box, Point
 
 
@@ -80,6 +83,18 @@ class ClickParams:
     #: area and covers no earlier negative click (0 = off).
     convex_min: float = 0.9
     convex_grow: float = 0.2
+    #: A positive click closer than this (px) to the boundary sits on a one-pixel rim: no convex completion
+    #: (the hull of a mask one pixel short along a side grows past the object's edge as often as onto it).
+    convex_dmin: float = 1.5
+    #: Side moves (``annotate.click_sides``): a negative click on a thin leak (``side_dmin`` <= d < ``thin``)
+    #: along a straight run of a nearly convex mask's outline (solidity >= ``side_min``; the run's direction
+    #: within ``side_angle`` degrees and its length at least ``side_len`` × the strip's width) removes the band
+    #: of ``side_w`` × (2d - 1) px along the whole run (``side_min`` = 0: off).
+    side_min: float = 0.9
+    side_angle: float = 15.0
+    side_len: float = 4.0
+    side_w: float = 0.6
+    side_dmin: float = 1.5
     #: Colour tolerance (Lab units per channel) of the flood fill that extends a click's seed.
     flood_tol: float = 10.0
     #: Within the click's neighbourhood the flood region is a hard seed when it covers at most this share of
@@ -333,8 +348,10 @@ def apply_click(
         window &= ~changed
         if p.keep_edge:
             _keep_edge(out, mask, (x0, y0, x1, y1))
-    if positive and p.convex_min > 0:
+    if positive and p.convex_min > 0 and d >= p.convex_dmin:
         _complete_convex(out, mask, constraints, p)
+    if not positive and p.side_min > 0 and p.side_dmin <= d < p.thin:
+        _move_side(out, mask, (cx, cy), d, constraints, p)
     # hard guarantees, whatever the resampling did: the click and the constraints it agreed with
     for (qx, qy), qlab in list(constraints) + [((cx, cy), int(label))]:
         if (qx, qy) == (cx, cy) or click_agrees(mask, (qx, qy), qlab):
@@ -360,6 +377,19 @@ def _keep_edge(out: np.ndarray, before: np.ndarray, window: tuple[int, int, int,
         from annotate.masks import include_edge_pixels
 
         sub |= removed & include_edge_pixels(sub)
+
+
+def _move_side(out: np.ndarray, before: np.ndarray, point: Point, d: float,
+               constraints: Sequence[tuple[Point, int]], p: ClickParams) -> None:
+    """Remove (in place) the band along the straight side a negative click on a thin leak lies on.
+
+    Why: a graph cut over a rim one or two pixels wide fixes a few pixels around the click, so a strip of leak
+    along a side (a shadow, a paint line) would need a click every few pixels (``annotate.click_sides``).
+    """
+    found = side_band(before, point, d, constraints, p.side_min, p.side_angle, p.side_len, p.side_w)
+    if found is not None:
+        band, x0, y0 = found
+        out[y0:y0 + band.shape[0], x0:x0 + band.shape[1]] &= ~band
 
 
 def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[tuple[Point, int]],

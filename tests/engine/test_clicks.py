@@ -318,3 +318,42 @@ def test_convex_completion_leaves_concave_objects_and_earlier_negative_clicks_al
     out = apply_click(slab, missing, (68.5, 50.5), 1, [neg], box=sbox)
     assert not out[40, 67]
     assert np.array_equal(out, local)
+
+
+def test_a_negative_click_on_a_thin_leak_along_a_convex_side_moves_the_whole_side() -> None:
+    img, obj = _textured_slab()
+    box = (46.0, 16.0, 74.0, 84.0)
+    leaky = obj.copy()
+    leaky[20:80, 70:73] = True  # a 3-px strip of ground (a shadow, a paint line) along the whole right side
+    strip = leaky & ~obj
+    click = (71.5, 50.5)
+    local = apply_click(img, leaky, click, 0, box=box, params=ClickParams(side_min=0))
+    out = apply_click(img, leaky, click, 0, box=box)
+    assert not out[50, 71] and np.array_equal(out | leaky, leaky)  # a negative click only removes
+    assert np.array_equal(out & obj, obj)  # the band is the strip's width: the object keeps every pixel
+    # the side moves along its whole length: most of the strip goes, far more than the edit around the click
+    assert np.count_nonzero(strip & ~out) >= 0.6 * np.count_nonzero(strip)
+    assert np.count_nonzero(strip & ~out) > np.count_nonzero(strip & ~local) + 0.3 * np.count_nonzero(strip)
+    assert mask_iou(out, obj) > mask_iou(local, obj) + 0.03
+
+
+def test_a_side_move_leaves_concave_masks_and_earlier_positive_clicks_alone() -> None:
+    img, obj, _ = _plane()
+    box = (28.0, 38.0, 172.0, 130.0)
+    leaky = obj.copy()
+    ys, xs = np.nonzero(obj)
+    top = ys.min()
+    leaky[top - 3:top, xs[ys == top].min():xs[ys == top].max() + 1] = True  # a strip along the top edge
+    click = (float(xs[ys == top].mean()) + 0.5, top - 1.5)
+    plain = apply_click(img, leaky, click, 0, box=box, params=ClickParams(side_min=0))
+    assert np.array_equal(apply_click(img, leaky, click, 0, box=box), plain)  # a plane is far from convex
+
+    slab, rect = _textured_slab()
+    sbox = (46.0, 16.0, 74.0, 84.0)
+    leaky = rect.copy()
+    leaky[20:80, 70:73] = True
+    earlier = ((71.5, 30.5), 1)  # the annotator said this strip pixel is object: the side stays
+    local = apply_click(slab, leaky, (71.5, 60.5), 0, [earlier], box=sbox, params=ClickParams(side_min=0))
+    out = apply_click(slab, leaky, (71.5, 60.5), 0, [earlier], box=sbox)
+    assert out[30, 71]
+    assert np.array_equal(out, local)
