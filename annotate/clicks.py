@@ -19,8 +19,9 @@ part** of the object region:
   connected to the click is kept: a negative click removes the connected leak it lies in, a positive one
   adds the connected part it lies in;
 * a negative click keeps the one-pixel edge of what it removes next to what remains (human outlines include
-  the pixels an object's edge crosses), and after a positive click a nearly convex mask is completed to its
-  convex hull when that adds little (a click on one side of a convex object moves that side, not one bump);
+  the pixels an object's edge crosses), and after a positive click on a mostly convex mask the pockets of its
+  convex hull next to what the click added are filled when that adds little (a click on one side of a convex
+  object moves that side, not one bump);
 * a negative click on a thin leak along a straight side of a nearly convex mask moves that whole side in by
   the leak's width (``annotate.click_sides``): a shadow strip along a car is one click, not one per few pixels;
 * the clicked pixel always ends with the clicked label and earlier clicks keep theirs.
@@ -54,16 +55,19 @@ class ClickParams:
     #: Pixels within ``reach`` × d + ``reach_min`` px of a negative click (d: its distance to the mask's
     #: boundary, the half-width of the error: the simulator and annotators click in the middle of the wrong
     #: region) may change; positive clicks use ``reach_add`` / ``reach_min_add``.
-    reach: float = 2.0
+    reach: float = 1.5
     reach_min: float = 1.0
     reach_add: float = 1.5
     reach_min_add: float = 0.5
     #: The part of the image a click lies in (the uniform-colour region around it on its side of the mask,
     #: ``flood_tol``) is re-segmented too, with a band of ``band`` × the object's scale (square root of the
-    #: box's area) around it, unless it covers more than ``part_max`` of the box (positive click) or of the
-    #: mask (negative click): then it is no evidence of where the error ends.
+    #: box's area) around it, unless it covers more than ``part_max`` of the box (positive click) or
+    #: ``part_max_mask`` of the mask (negative click): then it is no evidence of where the error ends. A leak
+    #: of one colour can be a large share of a loose box's mask (a shadow, a patch of water), hence the larger
+    #: share for negative clicks.
     band: float = 0.02
     part_max: float = 0.3
+    part_max_mask: float = 0.45
     #: A click closer than this (px) to the mask boundary sits on a thin rim: its neighbourhood is d, the part
     #: it lies in is the rim (its side's pixels within ``thin`` of the boundary), and when the region is
     #: processed at a reduced resolution it is processed at full resolution in a ``max_side`` window instead.
@@ -79,20 +83,17 @@ class ClickParams:
     #: include the pixels the object's edge crosses (see ``annotate.masks.include_edge_pixels``).
     keep_edge: bool = True
     #: Convex completion: when the mask before a positive click is at least this solid (area / convex-hull
-    #: area), the corrected mask is replaced by its convex hull if that adds at most ``convex_grow`` of its
-    #: area and covers no earlier negative click (0 = off).
-    convex_min: float = 0.9
+    #: area), the pockets between the corrected mask and its convex hull that touch what the click added are
+    #: filled, if that adds at most ``convex_grow`` of its area and covers no earlier negative click (0 = off).
+    convex_min: float = 0.7
     convex_grow: float = 0.2
-    #: A positive click closer than this (px) to the boundary sits on a one-pixel rim: no convex completion
-    #: (the hull of a mask one pixel short along a side grows past the object's edge as often as onto it).
-    convex_dmin: float = 1.5
     #: Side moves (``annotate.click_sides``): a negative click on a thin leak (``side_dmin`` <= d < ``thin``)
     #: along a straight run of a nearly convex mask's outline (solidity >= ``side_min``; the run's direction
     #: within ``side_angle`` degrees and its length at least ``side_len`` × the strip's width) removes the band
     #: of ``side_w`` × (2d - 1) px along the whole run (``side_min`` = 0: off).
     side_min: float = 0.9
     side_angle: float = 15.0
-    side_len: float = 4.0
+    side_len: float = 6.0
     side_w: float = 0.6
     side_dmin: float = 1.5
     #: Colour tolerance (Lab units per channel) of the flood fill that extends a click's seed.
@@ -275,7 +276,7 @@ def apply_click(
             region = None
     if region is not None:
         # a part that is most of the box (positive) or of the mask (negative) is no evidence of where the error ends
-        cap = p.part_max * (size * size * sx * sy if positive else np.count_nonzero(sub))
+        cap = p.part_max * size * size * sx * sy if positive else p.part_max_mask * np.count_nonzero(sub)
         if np.count_nonzero(region) > cap:
             region = None
     editable_near = np.count_nonzero(side & near)
@@ -348,7 +349,7 @@ def apply_click(
         window &= ~changed
         if p.keep_edge:
             _keep_edge(out, mask, (x0, y0, x1, y1))
-    if positive and p.convex_min > 0 and d >= p.convex_dmin:
+    if positive and p.convex_min > 0:
         _complete_convex(out, mask, constraints, p)
     if not positive and p.side_min > 0 and p.side_dmin <= d < p.thin:
         _move_side(out, mask, (cx, cy), d, constraints, p)
@@ -394,13 +395,14 @@ def _move_side(out: np.ndarray, before: np.ndarray, point: Point, d: float,
 
 def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[tuple[Point, int]],
                      p: ClickParams) -> None:
-    """Fill (in place) ``out`` to its convex hull after a positive click, when the object is evidently convex.
+    """Fill (in place) the pockets of ``out``'s convex hull next to what a positive click added.
 
     Why: most objects of aerial datasets are convex (vehicles, tanks, courts, ship hulls, bridge spans), and a
     positive click on a long side of such a mask says that side lies further out, not that one bump does; the
-    hull carries the click's evidence along the side. Used only when the mask before the click was already
-    nearly convex (solidity ``p.convex_min``), when the hull adds little (``p.convex_grow`` of the area) and
-    when it covers no earlier negative click, so concave objects (airplanes, harbours) keep their shape.
+    hull carries the click's evidence along the side. Only the pockets that touch the click's own change are
+    filled (a notch elsewhere is no part of that evidence), only when the mask before the click was mostly
+    convex (solidity ``p.convex_min``), when the pockets add little (``p.convex_grow`` of the area) and when
+    they cover no earlier negative click, so concave objects (airplanes, harbours) keep their shape.
     """
     x, y, bw, bh = cv2.boundingRect((before | out).astype(np.uint8))
     if bw == 0 or not before.any():
@@ -415,6 +417,12 @@ def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[
     if np.count_nonzero(old) < p.convex_min * np.count_nonzero(filled_hull(old)):
         return
     added = filled_hull(new) & ~new
+    # only the pockets next to what this click added: the click is evidence about its side, not about a notch
+    # elsewhere (a parking bay beside a car, the gap between a plane's wings)
+    touching = cv2.dilate((new & ~old).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    _, pockets = cv2.connectedComponents(added.astype(np.uint8), connectivity=8)
+    ids = np.unique(pockets[touching & added])
+    added = np.isin(pockets, ids[ids > 0])
     if np.count_nonzero(added) > p.convex_grow * np.count_nonzero(new):
         return
     if any(not lab and x <= pt[0] < x + bw and y <= pt[1] < y + bh and added[_pixel(new, pt[0] - x, pt[1] - y)]
