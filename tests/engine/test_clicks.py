@@ -357,3 +357,23 @@ def test_a_side_move_leaves_concave_masks_and_earlier_positive_clicks_alone() ->
     out = apply_click(slab, leaky, (71.5, 60.5), 0, [earlier], box=sbox)
     assert out[30, 71]
     assert np.array_equal(out, local)
+
+
+def test_convex_completion_fills_only_the_pockets_next_to_what_the_click_added() -> None:
+    img, obj = _textured_slab()
+    rng = np.random.default_rng(1)
+    obj[45:55, 50:54] = False  # a real notch in the object's left side (ground shows through)
+    img[45:55, 50:54] = np.clip(rng.normal((80, 95, 75), 12, (10, 4, 3)), 0, 255).astype(np.uint8)
+    box = (46.0, 16.0, 74.0, 84.0)
+    missing = obj.copy()
+    missing[:, 67:70] = False  # a 3-px strip along the whole right side
+    strip = obj & ~missing
+    out = apply_click(img, missing, (68.5, 50.5), 1, box=box)
+    local = apply_click(img, missing, (68.5, 50.5), 1, box=box, params=ClickParams(convex_min=0))
+    # the click's side is carried along: more of the strip than the local edit
+    assert np.count_nonzero(out & strip) > np.count_nonzero(local & strip) + 0.25 * np.count_nonzero(strip)
+    # the notch on the far side is a pocket of the hull too, but the click says nothing about it
+    assert not out[45:55, 50:54].any()
+    whole_hull = missing.copy()
+    cv2.fillPoly(whole_hull.view(np.uint8), [cv2.convexHull(cv2.findNonZero(out.astype(np.uint8)))], 1)
+    assert whole_hull[45:55, 50:54].all()  # filling the whole hull would have closed it
