@@ -85,7 +85,7 @@ class ClickParams:
     #: Convex completion: when the mask before a positive click is at least this solid (area / convex-hull
     #: area), the pockets between the corrected mask and its convex hull that touch what the click added are
     #: filled, if that adds at most ``convex_grow`` of its area and covers no earlier negative click (0 = off).
-    convex_min: float = 0.7
+    convex_min: float = 0.85
     convex_grow: float = 0.2
     #: Side moves (``annotate.click_sides``): a negative click on a thin leak (``side_dmin`` <= d < ``thin``)
     #: along a straight run of a nearly convex mask's outline (solidity >= ``side_min``; the run's direction
