@@ -21,9 +21,15 @@ part** of the object region:
 * a negative click keeps the one-pixel edge of what it removes next to what remains (human outlines include
   the pixels an object's edge crosses), and after a positive click on a mostly convex mask the pockets of its
   convex hull next to what the click added are filled when that adds little (a click on one side of a convex
-  object moves that side, not one bump);
+  object moves that side, not one bump; after a click on a rim, only when the pockets are at most a few times
+  what the click added);
 * a negative click on a thin leak along a straight side of a nearly convex mask moves that whole side in by
   the leak's width (``annotate.click_sides``): a shadow strip along a car is one click, not one per few pixels;
+  on a one-pixel rim, the one-pixel band along a straight run of at least ``rim_side`` px goes;
+* a part that holds an earlier click of the other label runs across the object's edge (a bridge's deck and
+  the road leaving it): it is not re-segmented whole when it is large against the click's neighbourhood;
+* the part is found with a looser colour tolerance (``flood_tol``) than the hard seed around the click
+  (``seed_tol``): the part only says where the cut may act, the seed says what it must give the click's label;
 * the clicked pixel always ends with the clicked label and earlier clicks keep theirs.
 
 A session's answer depends only on the base mask, the box and the click list: ``edit_session`` replays it
@@ -85,8 +91,17 @@ class ClickParams:
     #: Convex completion: when the mask before a positive click is at least this solid (area / convex-hull
     #: area), the pockets between the corrected mask and its convex hull that touch what the click added are
     #: filled, if that adds at most ``convex_grow`` of its area and covers no earlier negative click (0 = off).
-    convex_min: float = 0.85
+    convex_min: float = 0.7
     convex_grow: float = 0.2
+    #: ... and for a click on a rim (d < ``convex_rim``), whose own change is a sliver, only when the pockets add
+    #: at most ``convex_ratio`` × the pixels the click added (0 = no such limit).
+    convex_rim: float = 1.5
+    convex_ratio: float = 4.0
+    #: A part (uniform-colour region) that holds an earlier click of the opposite label spans both sides of the
+    #: object's edge: it is no evidence of where the error ends when it is also larger than ``contested_area`` ×
+    #: the pixels near the click that may change (0 = always; ``contested`` False = off).
+    contested: bool = True
+    contested_area: float = 3.0
     #: Side moves (``annotate.click_sides``): a negative click on a thin leak (``side_dmin`` <= d < ``thin``)
     #: along a straight run of a nearly convex mask's outline (solidity >= ``side_min``; the run's direction
     #: within ``side_angle`` degrees and its length at least ``side_len`` × the strip's width) removes the band
@@ -96,8 +111,13 @@ class ClickParams:
     side_len: float = 6.0
     side_w: float = 0.6
     side_dmin: float = 1.5
-    #: Colour tolerance (Lab units per channel) of the flood fill that extends a click's seed.
-    flood_tol: float = 10.0
+    #: A negative click on a one-pixel rim (d < ``side_dmin``) along a straight run of at least ``rim_side`` px
+    #: of a nearly convex mask's outline removes that one-pixel band along the run (0 = off).
+    rim_side: float = 20.0
+    #: Colour tolerance (Lab units per channel) of the flood fill that finds the part a click lies in.
+    flood_tol: float = 14.0
+    #: ... and of the flood fill that extends a click's hard seed (0 = ``flood_tol``).
+    seed_tol: float = 10.0
     #: Within the click's neighbourhood the flood region is a hard seed when it covers at most this share of
     #: the pixels there that may change.
     local_max: float = 0.85
@@ -266,8 +286,8 @@ def apply_click(
     side = ~sub if positive else sub.copy()
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
     region = _flood(lab, side, wx, wy, p.flood_tol)
-    same_colour = region
-    local = None if region is None else region & near
+    same_colour = region if not p.seed_tol or p.seed_tol == p.flood_tol else _flood(lab, side, wx, wy, p.seed_tol)
+    local = None if same_colour is None else same_colour & near
     if region is not None and d < p.thin:
         # a click on a rim: the part it lies in is the rim, the pixels of its side within ``thin`` of the boundary
         along = cv2.distanceTransform(side.astype(np.uint8), cv2.DIST_L2, 3) <= p.thin * scale
@@ -280,6 +300,15 @@ def apply_click(
         if np.count_nonzero(region) > cap:
             region = None
     editable_near = np.count_nonzero(side & near)
+    if region is not None and p.contested and np.count_nonzero(region) > p.contested_area * editable_near:
+        # a part holding an earlier click of the other label runs across the object's edge (a bridge's deck
+        # and the road beyond it of one colour): re-segmenting it all would undo that click's work
+        for (qx, qy), qlab in constraints:
+            if bool(qlab) != positive and x0 <= qx < x1 and y0 <= qy < y1:
+                qx_w, qy_w = to_win(qx, qy)
+                if region[_pixel(region, qx_w, qy_w)]:
+                    region = None
+                    break
     if region is not None:
         band = max(1, int(round(p.band * size * sx)))
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1,) * 2)
@@ -350,9 +379,14 @@ def apply_click(
         if p.keep_edge:
             _keep_edge(out, mask, (x0, y0, x1, y1))
     if positive and p.convex_min > 0:
-        _complete_convex(out, mask, constraints, p)
+        _complete_convex(out, mask, constraints, p, d)
     if not positive and p.side_min > 0 and p.side_dmin <= d < p.thin:
         _move_side(out, mask, (cx, cy), d, constraints, p)
+    elif not positive and p.side_min > 0 and p.rim_side > 0 and d < p.side_dmin:
+        found = side_band(mask, (cx, cy), 1.0, constraints, p.side_min, p.side_angle, p.rim_side, 1.0)
+        if found is not None:
+            band_px, bx0, by0 = found
+            out[by0:by0 + band_px.shape[0], bx0:bx0 + band_px.shape[1]] &= ~band_px
     # hard guarantees, whatever the resampling did: the click and the constraints it agreed with
     for (qx, qy), qlab in list(constraints) + [((cx, cy), int(label))]:
         if (qx, qy) == (cx, cy) or click_agrees(mask, (qx, qy), qlab):
@@ -393,8 +427,15 @@ def _move_side(out: np.ndarray, before: np.ndarray, point: Point, d: float,
         out[y0:y0 + band.shape[0], x0:x0 + band.shape[1]] &= ~band
 
 
+def _filled_hull(m: np.ndarray) -> np.ndarray:
+    """``m`` with its convex hull filled."""
+    hull = np.zeros(m.shape, np.uint8)
+    cv2.fillPoly(hull, [cv2.convexHull(cv2.findNonZero(m.astype(np.uint8)))], 1)
+    return (hull > 0) | m
+
+
 def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[tuple[Point, int]],
-                     p: ClickParams) -> None:
+                     p: ClickParams, d: float = float("inf")) -> None:
     """Fill (in place) the pockets of ``out``'s convex hull next to what a positive click added.
 
     Why: most objects of aerial datasets are convex (vehicles, tanks, courts, ship hulls, bridge spans), and a
@@ -408,15 +449,9 @@ def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[
     if bw == 0 or not before.any():
         return
     old, new = before[y:y + bh, x:x + bw], out[y:y + bh, x:x + bw]
-
-    def filled_hull(m: np.ndarray) -> np.ndarray:
-        hull = np.zeros(m.shape, np.uint8)
-        cv2.fillPoly(hull, [cv2.convexHull(cv2.findNonZero(m.astype(np.uint8)))], 1)
-        return (hull > 0) | m
-
-    if np.count_nonzero(old) < p.convex_min * np.count_nonzero(filled_hull(old)):
+    if np.count_nonzero(old) < p.convex_min * np.count_nonzero(_filled_hull(old)):
         return
-    added = filled_hull(new) & ~new
+    added = _filled_hull(new) & ~new
     # only the pockets next to what this click added: the click is evidence about its side, not about a notch
     # elsewhere (a parking bay beside a car, the gap between a plane's wings)
     touching = cv2.dilate((new & ~old).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
@@ -425,6 +460,8 @@ def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[
     added = np.isin(pockets, ids[ids > 0])
     if np.count_nonzero(added) > p.convex_grow * np.count_nonzero(new):
         return
+    if d < p.convex_rim and p.convex_ratio > 0 and np.count_nonzero(added) > p.convex_ratio * np.count_nonzero(new & ~old):
+        return  # a click on a rim added a sliver: evidence about that sliver, not about a whole side
     if any(not lab and x <= pt[0] < x + bw and y <= pt[1] < y + bh and added[_pixel(new, pt[0] - x, pt[1] - y)]
            for pt, lab in constraints):
         return

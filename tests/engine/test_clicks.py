@@ -377,3 +377,53 @@ def test_convex_completion_fills_only_the_pockets_next_to_what_the_click_added()
     whole_hull = missing.copy()
     cv2.fillPoly(whole_hull.view(np.uint8), [cv2.convexHull(cv2.findNonZero(out.astype(np.uint8)))], 1)
     assert whole_hull[45:55, 50:54].all()  # filling the whole hull would have closed it
+
+
+def test_a_negative_click_on_a_one_pixel_rim_along_a_straight_side_removes_that_rim() -> None:
+    img, obj = _textured_slab()
+    box = (46.0, 16.0, 74.0, 84.0)
+    leaky = obj.copy()
+    leaky[20:80, 70] = True  # a one-pixel rim of ground along the whole right side (a blurred edge, a shadow line)
+    rim = leaky & ~obj
+    click = (70.5, 50.5)
+    local = apply_click(img, leaky, click, 0, box=box, params=ClickParams(rim_side=0))
+    out = apply_click(img, leaky, click, 0, box=box)
+    assert not out[50, 70] and np.array_equal(out | leaky, leaky)
+    assert np.array_equal(out & obj, obj)  # one pixel wide: the object keeps every pixel
+    assert np.count_nonzero(rim & ~out) >= 0.8 * np.count_nonzero(rim)
+    assert np.count_nonzero(rim & ~out) > np.count_nonzero(rim & ~local) + 0.3 * np.count_nonzero(rim)
+
+
+def _bridge_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A deck whose lower end has the colour of the road leaving it; the mask misses that end."""
+    rng = np.random.default_rng(3)
+    img = np.empty((140, 120, 3), np.float32)
+    img[:] = (60, 90, 130)  # water
+    img[20:70, 40:80] = (200, 200, 190)  # the deck's upper part
+    img[70:85, 40:80] = (120, 110, 100)  # its lower end ...
+    img[85:130, 55:65] = (120, 110, 100)  # ... and the road leaving it, of the same colour
+    img += rng.normal(0, 3, img.shape)
+    obj = np.zeros((140, 120), bool)
+    obj[20:85, 40:80] = True
+    shown = np.zeros_like(obj)
+    shown[20:70, 40:80] = True
+    return np.clip(img, 0, 255).astype(np.uint8), obj, shown
+
+
+def test_a_part_holding_an_earlier_opposite_click_is_not_resegmented_whole() -> None:
+    img, obj, shown = _bridge_scene()
+    box = (38.0, 18.0, 82.0, 87.0)
+    earlier = [((60.5, 100.5), 0)]  # the annotator said the road is not the bridge
+    click = (60.5, 77.5)
+    whole = apply_click(img, shown, click, 1, earlier, box=box, params=ClickParams(contested=False, contested_area=1))
+    out = apply_click(img, shown, click, 1, earlier, box=box, params=ClickParams(contested_area=1))
+    assert out[77, 60] and not out[100, 60]
+    assert np.array_equal(out & shown, shown)  # a positive click only adds
+    missed = obj & ~shown
+    assert np.count_nonzero(out & missed) >= 0.4 * np.count_nonzero(missed)
+    # the part of the click's colour runs down the road the earlier click excluded: re-segmenting it whole
+    # gives road to the bridge; without it the click adds the deck's end and keeps off the road
+    road = np.zeros_like(obj)
+    road[87:, :] = True
+    assert np.count_nonzero(whole & road) > 100
+    assert np.count_nonzero(out & road) == 0
