@@ -383,10 +383,8 @@ def apply_click(
     if not positive and p.side_min > 0 and p.side_dmin <= d < p.thin:
         _move_side(out, mask, (cx, cy), d, constraints, p)
     elif not positive and p.side_min > 0 and p.rim_side > 0 and d < p.side_dmin:
-        found = side_band(mask, (cx, cy), 1.0, constraints, p.side_min, p.side_angle, p.rim_side, 1.0)
-        if found is not None:
-            band_px, bx0, by0 = found
-            out[by0:by0 + band_px.shape[0], bx0:bx0 + band_px.shape[1]] &= ~band_px
+        # a one-pixel rim: the one-pixel band along a run of at least rim_side px
+        _move_side(out, mask, (cx, cy), 1.0, constraints, p, min_length=p.rim_side, width_factor=1.0)
     # hard guarantees, whatever the resampling did: the click and the constraints it agreed with
     for (qx, qy), qlab in list(constraints) + [((cx, cy), int(label))]:
         if (qx, qy) == (cx, cy) or click_agrees(mask, (qx, qy), qlab):
@@ -415,13 +413,16 @@ def _keep_edge(out: np.ndarray, before: np.ndarray, window: tuple[int, int, int,
 
 
 def _move_side(out: np.ndarray, before: np.ndarray, point: Point, d: float,
-               constraints: Sequence[tuple[Point, int]], p: ClickParams) -> None:
+               constraints: Sequence[tuple[Point, int]], p: ClickParams,
+               min_length: Optional[float] = None, width_factor: Optional[float] = None) -> None:
     """Remove (in place) the band along the straight side a negative click on a thin leak lies on.
 
     Why: a graph cut over a rim one or two pixels wide fixes a few pixels around the click, so a strip of leak
     along a side (a shadow, a paint line) would need a click every few pixels (``annotate.click_sides``).
     """
-    found = side_band(before, point, d, constraints, p.side_min, p.side_angle, p.side_len, p.side_w)
+    length = p.side_len if min_length is None else min_length
+    width = p.side_w if width_factor is None else width_factor
+    found = side_band(before, point, d, constraints, p.side_min, p.side_angle, length, width)
     if found is not None:
         band, x0, y0 = found
         out[y0:y0 + band.shape[0], x0:x0 + band.shape[1]] &= ~band
@@ -460,7 +461,9 @@ def _complete_convex(out: np.ndarray, before: np.ndarray, constraints: Sequence[
     added = np.isin(pockets, ids[ids > 0])
     if np.count_nonzero(added) > p.convex_grow * np.count_nonzero(new):
         return
-    if d < p.convex_rim and p.convex_ratio > 0 and np.count_nonzero(added) > p.convex_ratio * np.count_nonzero(new & ~old):
+    if d < p.convex_rim and p.convex_ratio > 0 and (
+        np.count_nonzero(added) > p.convex_ratio * np.count_nonzero(new & ~old)
+    ):
         return  # a click on a rim added a sliver: evidence about that sliver, not about a whole side
     if any(not lab and x <= pt[0] < x + bw and y <= pt[1] < y + bh and added[_pixel(new, pt[0] - x, pt[1] - y)]
            for pt, lab in constraints):
