@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from annotate.atomic import current_umask, atomic_file, atomic_path, atomic_write_bytes, atomic_write_text
+from annotate.atomic import atomic_file, atomic_path, atomic_write_bytes, atomic_write_text
 
 __all__ = ["OutputExistsError", "atomic_file", "atomic_path", "atomic_write_bytes", "atomic_write_text", "staged_dir"]
 
@@ -78,21 +79,25 @@ def staged_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     if existing and any(target.iterdir()) and not overwrite:
         raise OutputExistsError(f"{target} exists and is not empty (use --overwrite to replace its content)")
     if existing:
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target))
+        parent, prefix = target, STAGING_PREFIX
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the dataset should get normal permissions
+        parent, prefix = target.parent, f".{target.name}.partial-"
+    # the name is chosen before the folder is made, so an interrupt that lands at any point after ``mkdir`` (even
+    # before its result is assigned) finds the name inside the ``try`` and removes the folder
+    staging = parent / f"{prefix}{secrets.token_hex(6)}"
     try:
+        while True:
+            try:
+                os.mkdir(staging, 0o777)  # the umask applies: the dataset gets normal permissions
+                break
+            except FileExistsError:
+                staging = parent / f"{prefix}{secrets.token_hex(6)}"
         yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if existing:
-        _fill_in_place(target, staging)
-        return
-    try:
-        os.replace(staging, target)
+        if existing:
+            _fill_in_place(target, staging)
+        else:
+            os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

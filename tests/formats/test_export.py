@@ -234,6 +234,36 @@ def test_output_is_atomic_on_interrupt(per_task_export, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 
+@pytest.mark.parametrize("where", ["mkdir", "replace"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_an_interrupt_next_to_making_or_renaming_the_staging_folder_leaves_nothing(tmp_path, monkeypatch, where,
+                                                                                  existing):
+    """A signal lands between bytecodes: right after the staging folder is made (before the name is even returned)
+    or right before the rename into place, the staging folder must still go (a CI run under load hit the first)."""
+    import os
+
+    from converters import atomic
+
+    real = {"mkdir": os.mkdir, "replace": os.replace}[where]
+
+    def then_interrupt(path, *args, **kwargs):
+        if where == "mkdir":
+            real(path, *args, **kwargs)  # made, then the signal
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    monkeypatch.setattr(atomic.os, where, then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.staged_dir(out) as stage:
+            (stage / "a.json").write_text("{}")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["out"] if existing else [])
+    if existing:
+        assert list(out.iterdir()) == []
+
+
 def test_existing_output_needs_overwrite(per_task_export, tmp_path):
     export, _ = per_task_export
     out = tmp_path / "coco"
